@@ -1,0 +1,138 @@
+//! Configuration: the YAML file (DESIGN §4), read strictly and compiled once into validated
+//! types. After [`Config::load`] succeeds, an invalid setting cannot be represented.
+
+mod duration;
+mod issuer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use duration::ConfigDuration;
+pub use issuer::RawIssuer;
+
+use crate::oidc::IssuerSettings;
+use crate::policy::{IssuerRules, PolicySet, RawPolicy};
+
+/// The deadline for one TokenRequest when the file sets none.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The whole file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    kubernetes: RawKubernetes,
+    issuers: Vec<RawIssuer>,
+    policies: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawKubernetes {
+    request_timeout: Option<ConfigDuration>,
+}
+
+/// How tokenvend talks to the Kubernetes API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    /// The deadline for one TokenRequest, retries included.
+    pub request_timeout: Duration,
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub kubernetes: KubernetesSettings,
+    pub issuers: Vec<IssuerSettings>,
+    pub policies: PolicySet,
+}
+
+/// Why a config file was refused. The message names the file and, where it can, the line,
+/// the policy or issuer, and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Invalid { file: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and validates a config file, without touching the network.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates config text; `source` is only used in messages.
+    pub fn parse(text: &str, source: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: source.to_owned(),
+            message,
+        };
+        let raw: RawConfig =
+            serde_saphyr::from_str(text).map_err(|e| invalid(syntax_message(&e)))?;
+        let mut issuers: Vec<IssuerSettings> = Vec::with_capacity(raw.issuers.len());
+        for (index, issuer) in raw.issuers.iter().enumerate() {
+            let compiled = issuer.compile().map_err(|(key, message)| {
+                invalid(format!(
+                    "issuers[{index}] ({}): {key}: {message}",
+                    issuer.name
+                ))
+            })?;
+            if let Some(clash) = issuers
+                .iter()
+                .find(|i| i.name == compiled.name || i.url == compiled.url)
+            {
+                return Err(invalid(format!(
+                    "issuers[{index}] ({}): name and url must be unique; clashes with issuer {:?}",
+                    compiled.name, clash.name
+                )));
+            }
+            issuers.push(compiled);
+        }
+        if issuers.is_empty() {
+            return Err(invalid(
+                "issuers: at least one issuer is required".to_owned(),
+            ));
+        }
+        let rules: Vec<IssuerRules<'_>> = issuers
+            .iter()
+            .map(|i| IssuerRules {
+                name: &i.name,
+                require_claims: &i.require_claims,
+            })
+            .collect();
+        let policies =
+            PolicySet::compile(&raw.policies, &rules).map_err(|e| invalid(e.to_string()))?;
+        let request_timeout = raw
+            .kubernetes
+            .request_timeout
+            .map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0);
+        Ok(Self {
+            source: source.to_owned(),
+            kubernetes: KubernetesSettings { request_timeout },
+            issuers,
+            policies,
+        })
+    }
+}
+
+/// serde-saphyr renders a snippet naming `<input>`; the first line already says `line L column C: ...`.
+fn syntax_message(error: &serde_saphyr::Error) -> String {
+    let text = error.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
+#[cfg(test)]
+mod tests;

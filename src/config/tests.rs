@@ -1,0 +1,166 @@
+use std::path::Path;
+
+use super::*;
+
+const VALID: &str = r#"
+kubernetes:
+  requestTimeout: 3s
+issuers:
+  - name: github
+    url: https://token.actions.githubusercontent.com
+    audiences: [https://tokenvend.example.com]
+    requireClaims: [repository_owner_id]
+  - name: local
+    url: http://127.0.0.1:5556
+    audiences: [tokenvend]
+    algorithms: [RS256, ES256]
+    jwksUrl: http://127.0.0.1:5556/jwks
+    maxTokenLifetime: 10m
+policies:
+  - name: deploy-webapp
+    issuer: github
+    match:
+      repository_owner_id: "42"
+      repository_id: "123456"
+      ref: refs/heads/main
+      environment: {oneOf: [production, staging]}
+    grant:
+      serviceAccounts: [production/deployer]
+      audiences: [https://kubernetes.default.svc]
+      ttl: 15m
+      maxTtl: 1h
+  - name: dev
+    issuer: local
+    match: {sub: dev-user}
+    grant:
+      serviceAccounts: [dev/ci]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("config/test.yaml"))
+}
+
+fn error_of(text: &str) -> String {
+    parse(text)
+        .expect_err("the config must be refused")
+        .to_string()
+}
+
+#[test]
+fn a_valid_config_compiles_with_its_defaults() {
+    let config = parse(VALID).unwrap();
+    assert_eq!(config.kubernetes.request_timeout, Duration::from_secs(3));
+    assert_eq!(config.issuers.len(), 2);
+    assert_eq!(
+        config.issuers[0].algorithms,
+        [jsonwebtoken::Algorithm::RS256]
+    );
+    assert_eq!(
+        config.issuers[0].max_token_lifetime,
+        Duration::from_secs(3600)
+    );
+    assert_eq!(
+        config.issuers[1].key_source,
+        crate::oidc::KeySource::JwksUrl("http://127.0.0.1:5556/jwks".into())
+    );
+    let dev = config.policies.iter().find(|p| p.name == "dev").unwrap();
+    assert_eq!((dev.grant.ttl_secs, dev.grant.max_ttl_secs), (900, 900));
+}
+
+#[test]
+fn each_mistake_is_refused_with_a_message_naming_file_place_and_key() {
+    let rows: &[(&str, &str, &str)] = &[
+        ("issuers:\n  - name: github\n", "", "config/test.yaml: line"),
+        (
+            "    requireClaims: [repository_owner_id]\n",
+            "    requireClaims: [repository_owner_id]\n    colour: blue\n",
+            "unknown field `colour`",
+        ),
+        (
+            "      ttl: 15m\n",
+            "      ttl: 5m\n",
+            "policies[0] (deploy-webapp): grant.ttl: 300s is under the Kubernetes minimum",
+        ),
+        (
+            "      ttl: 15m\n",
+            "      ttl: 2h\n",
+            "policies[0] (deploy-webapp): grant.ttl: default 7200s is above maxTtl 3600s",
+        ),
+        (
+            "      ttl: 15m\n",
+            "      ttl: soon\n",
+            "invalid duration \"soon\"",
+        ),
+        (
+            "    issuer: local\n",
+            "    issuer: gitlab\n",
+            "policies[1] (dev): issuer: unknown issuer \"gitlab\"",
+        ),
+        (
+            "      repository_owner_id: \"42\"\n",
+            "",
+            "policies[0] (deploy-webapp): match: issuer \"github\" requires every policy to pin one of",
+        ),
+        (
+            "    match: {sub: dev-user}\n",
+            "",
+            "policies[1] (dev): match: a policy must match on claims",
+        ),
+        (
+            "      environment: {oneOf: [production, staging]}\n",
+            "      environment: {glob: prod*}\n",
+            "match.environment: unknown matcher operator `glob`",
+        ),
+        (
+            "[production/deployer]",
+            "[Production/deployer]",
+            "grant.serviceAccounts[0]: \"Production/deployer\": namespace is not a valid DNS-1123 label",
+        ),
+        (
+            "[dev/ci]",
+            "[dev]",
+            "grant.serviceAccounts[0]: \"dev\": expected NAMESPACE/NAME",
+        ),
+        (
+            "url: https://token.actions.githubusercontent.com",
+            "url: http://token.actions.githubusercontent.com",
+            "issuers[0] (github): url: \"http://token.actions.githubusercontent.com\": http is only allowed for",
+        ),
+        (
+            "algorithms: [RS256, ES256]",
+            "algorithms: [HS256]",
+            "issuers[1] (local): algorithms: \"HS256\" is not allowed",
+        ),
+        (
+            "  - name: dev\n",
+            "  - name: deploy-webapp\n",
+            "policies[1] (deploy-webapp): name: duplicate policy name",
+        ),
+        (
+            "    audiences: [tokenvend]\n",
+            "    audiences: []\n",
+            "issuers[1] (local): audiences: at least one non-empty audience is required",
+        ),
+        (
+            "  requestTimeout: 3s\n",
+            "  requestTimeout: 3s\n  retries: 5\n",
+            "unknown field `retries`",
+        ),
+    ];
+    for (find, replace, expected) in rows {
+        assert!(VALID.contains(find), "fixture lacks {find:?}");
+        let broken = VALID.replacen(find, replace, 1);
+        let message = error_of(&broken);
+        assert!(
+            message.contains(expected),
+            "expected {expected:?} in {message:?}"
+        );
+        assert!(message.starts_with("config/test.yaml: "), "{message}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let message = error_of("issuers:\n  - name: [\n");
+    assert!(message.starts_with("config/test.yaml: line "), "{message}");
+}

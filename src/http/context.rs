@@ -1,0 +1,113 @@
+//! Per-request context: the request id (accepted from `X-Request-Id` when well-formed, else
+//! generated), returned on every response and written into every error body and log line.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::error::{ErrorBody, PendingErrorBody};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Who is asking, for logs and the audit record. Extracted from the request; never fails.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
+/// Assigns the request id, runs the request inside a span carrying it, and renders pending
+/// error bodies with it.
+pub async fn request_context(mut request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| is_acceptable_request_id(id))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    tracing::info!(parent: &span, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request finished");
+    if let Some(pending) = response.extensions_mut().remove::<PendingErrorBody>() {
+        let body = ErrorBody {
+            error: pending.error,
+            error_description: pending.error_description,
+            request_id: request_id.clone(),
+        };
+        let (parts, _) = response.into_parts();
+        let rendered = Json(body).into_response();
+        response = Response::from_parts(parts, rendered.into_body());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+/// Up to 64 characters of `[A-Za-z0-9._-]`: safe in logs and headers as is.
+fn is_acceptable_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_default();
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip().to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self {
+            request_id,
+            client_ip,
+            user_agent,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_plain_request_ids_are_accepted() {
+        assert!(is_acceptable_request_id("abc-123_X.y"));
+        assert!(is_acceptable_request_id(&"a".repeat(64)));
+        for id in ["", "a b", "a\r\nb", "ä", "<script>", &"a".repeat(65)] {
+            assert!(!is_acceptable_request_id(id), "{id:?}");
+        }
+    }
+}

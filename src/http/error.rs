@@ -1,0 +1,136 @@
+//! The one HTTP error type (DESIGN §5). Every failure becomes
+//! `{"error", "error_description", "request_id"}` with the right status and headers;
+//! the status mapping is the single `match` in [`ApiError::status`].
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::k8s::MintError;
+use crate::oidc::VerifyError;
+
+/// Seconds a caller should wait before retrying a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// Everything a request can fail with, as the caller sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed body, headers or parameters (400). The text is ours, never caller input.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No credential was presented (401, bare `WWW-Authenticate: Bearer`).
+    #[error("a bearer token is required")]
+    MissingCredential,
+    /// The token was refused (401), or its issuer's keys are unavailable (503).
+    #[error("{}", .0.category())]
+    InvalidToken(VerifyError),
+    /// A valid identity that no policy grants (403). Says who asked for what, never why.
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The Kubernetes API refused or failed (502, or 504 on a timeout).
+    #[error("{}", upstream_description(.0))]
+    Upstream(MintError),
+}
+
+/// The JSON error body of DESIGN §5.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    pub error: &'static str,
+    pub error_description: String,
+    pub request_id: String,
+}
+
+/// Placed in the response's extensions; the request-context middleware turns it into the
+/// body once the request id is known.
+#[derive(Debug, Clone)]
+pub struct PendingErrorBody {
+    pub error: &'static str,
+    pub error_description: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MissingCredential => StatusCode::UNAUTHORIZED,
+            Self::InvalidToken(VerifyError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::AccessDenied(_) => StatusCode::FORBIDDEN,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Upstream(MintError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The `error` code of the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidToken(VerifyError::KeysUnavailable) => "temporarily_unavailable",
+            Self::MissingCredential | Self::InvalidToken(_) => "invalid_token",
+            Self::AccessDenied(_) => "access_denied",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Upstream(MintError::Timeout(_)) => "upstream_timeout",
+            Self::Upstream(_) => "upstream_error",
+        }
+    }
+}
+
+fn upstream_description(error: &MintError) -> String {
+    match error {
+        MintError::Api { code, reason, .. } => {
+            format!("the Kubernetes API refused the token request: {code} {reason}")
+        }
+        MintError::Timeout(deadline) => {
+            format!(
+                "the Kubernetes API did not answer within {}s",
+                deadline.as_secs_f64()
+            )
+        }
+        MintError::Transport(_) => "the Kubernetes API could not be reached".to_owned(),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status().into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::MissingCredential => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::InvalidToken(VerifyError::KeysUnavailable) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            Self::InvalidToken(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            _ => {}
+        }
+        response.extensions_mut().insert(PendingErrorBody {
+            error: self.code(),
+            error_description: self.to_string(),
+        });
+        response
+    }
+}

@@ -1,0 +1,121 @@
+//! The HTTP surface: the public router (token exchange, health, the OpenAPI document) and the
+//! admin router (metrics). Handlers are thin: they parse, call the core, and answer.
+
+mod context;
+mod error;
+mod extract;
+mod health;
+mod token;
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+
+pub use error::{ApiError, ErrorBody};
+pub use extract::{BearerToken, bearer_token};
+pub use health::OPENAPI_YAML;
+
+use crate::k8s::{ApiContact, Minter};
+use crate::metrics::Metrics;
+use crate::oidc::Verifier;
+use crate::policy::PolicySet;
+
+/// Largest request body accepted on the public listener.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+pub struct Shared {
+    pub verifier: Arc<Verifier>,
+    pub minter: Arc<dyn Minter>,
+    pub metrics: Arc<Metrics>,
+    pub api_contact: Arc<ApiContact>,
+    policies: RwLock<Arc<PolicySet>>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(
+        verifier: Arc<Verifier>,
+        policies: PolicySet,
+        minter: Arc<dyn Minter>,
+        metrics: Arc<Metrics>,
+        api_contact: Arc<ApiContact>,
+    ) -> Self {
+        Self(Arc::new(Shared {
+            verifier,
+            minter,
+            metrics,
+            api_contact,
+            policies: RwLock::new(Arc::new(policies)),
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+}
+
+impl Shared {
+    /// The policies in force; a request keeps the set it started with.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        Arc::clone(
+            &self
+                .policies
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Marks the start of shutdown: readiness turns 503.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The public listener's routes.
+pub fn public_router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/token", post(token::issue))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.yaml", get(health::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(context::request_context))
+        .with_state(state)
+}
+
+/// The admin listener's routes: metrics only.
+pub fn admin_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(context::request_context))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

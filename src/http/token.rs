@@ -1,0 +1,305 @@
+//! `POST /v1/token`: verify the caller, decide, mint, answer (DESIGN §3).
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::context::RequestContext;
+use super::error::ApiError;
+use super::extract::bearer_token;
+use crate::audit::{AuditRecord, Outcome, sha256_hex};
+use crate::k8s::{MintRequest, MintedToken};
+use crate::oidc::VerifyError;
+use crate::policy::{Denial, Grant, Request, ServiceAccountRef};
+
+/// The optional JSON body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TokenBody {
+    service_account: Option<String>,
+    audiences: Option<Vec<String>>,
+    expiration_seconds: Option<u64>,
+}
+
+/// Query parameters; anything else is refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenParams {
+    #[serde(default)]
+    format: Format,
+}
+
+/// How the minted token is returned.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Format {
+    #[default]
+    Json,
+    Token,
+}
+
+/// The JSON response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenResponse<'a> {
+    token: &'a str,
+    expiration_timestamp: String,
+    service_account: ServiceAccountName<'a>,
+    audiences: &'a [String],
+    policy: &'a str,
+    token_id: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceAccountName<'a> {
+    namespace: &'a str,
+    name: &'a str,
+}
+
+/// What a successful exchange produced.
+struct Issued {
+    grant: Grant,
+    minted: MintedToken,
+}
+
+pub async fn issue(
+    State(app): State<AppState>,
+    context: RequestContext,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let mut audit = AuditRecord::new(
+        &context.request_id,
+        context.client_ip.clone(),
+        context.user_agent.as_deref(),
+    );
+    let result = async {
+        // The credential is read first: a token in the query string is refused before anything else.
+        let credential = bearer_token(&headers, uri.query())?;
+        let Query(params) = Query::<TokenParams>::try_from_uri(&uri)
+            .map_err(|_| ApiError::InvalidRequest("unknown or malformed query parameter".into()))?;
+        let body = body.map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            _ => ApiError::InvalidRequest("the request body could not be read".into()),
+        })?;
+        let issued = exchange(&app, &credential, &headers, &body, &mut audit).await?;
+        Ok((issued, params.format))
+    }
+    .await;
+    let (outcome, reason) = outcome_of(&result);
+    let response = match result {
+        Ok((issued, format)) => {
+            audit.expiration_timestamp = Some(issued.minted.expiration.to_string());
+            audit.token_id.clone_from(&issued.minted.token_id);
+            audit.token_sha256 = Some(sha256_hex(issued.minted.token.expose_secret().as_bytes()));
+            app.metrics
+                .token_issued(&issued.grant.policy, ttl_seconds(&issued.minted));
+            respond(&issued, format)
+        }
+        Err(error) => {
+            log_failure(&error);
+            error.into_response()
+        }
+    };
+    audit.write(outcome, &reason);
+    app.metrics
+        .request_finished("token", outcome.as_str(), started.elapsed().as_secs_f64());
+    response
+}
+
+async fn exchange(
+    app: &AppState,
+    credential: &SecretString,
+    headers: &HeaderMap,
+    body: &Bytes,
+    audit: &mut AuditRecord,
+) -> Result<Issued, ApiError> {
+    let request = parse_body(headers, body)?;
+    let verified = app
+        .verifier
+        .verify(credential.expose_secret(), unix_now())
+        .await
+        .map_err(ApiError::InvalidToken)?;
+    audit.issuer = Some(verified.issuer.clone());
+    audit.subject = Some(AuditRecord::capped(&verified.registered.sub));
+    audit.jti = verified.registered.jti.as_deref().map(AuditRecord::capped);
+    tracing::debug!(issuer = %verified.issuer, subject = %audit.subject.as_deref().unwrap_or_default(), "token verified");
+
+    let policies = app.policies();
+    let grant = policies
+        .evaluate(&verified.issuer, &verified.claims, &request)
+        .map_err(|denial| {
+            if let Some(sa) = request.service_account() {
+                audit.namespace = Some(sa.namespace().to_owned());
+                audit.service_account = Some(sa.name().to_owned());
+            }
+            denied(
+                &verified.issuer,
+                &audit.subject,
+                request.service_account(),
+                denial,
+            )
+        })?;
+    audit.policy = Some(grant.policy.clone());
+    audit.namespace = Some(grant.service_account.namespace().to_owned());
+    audit.service_account = Some(grant.service_account.name().to_owned());
+    audit.audiences = Some(grant.audiences.clone());
+
+    let mint = MintRequest {
+        service_account: grant.service_account.clone(),
+        audiences: grant.audiences.clone(),
+        expiration_secs: grant.expiration_secs,
+    };
+    let minted = app.minter.mint(&mint).await.map_err(ApiError::Upstream)?;
+    audit.audiences = Some(minted.audiences.clone());
+    Ok(Issued { grant, minted })
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Request, ApiError> {
+    let parsed = if body.is_empty() {
+        TokenBody::default()
+    } else {
+        if !is_json(headers) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest(body_error(&e)))?
+    };
+    let service_account = parsed
+        .service_account
+        .as_deref()
+        .map(|text| {
+            ServiceAccountRef::parse(text)
+                .map_err(|m| ApiError::InvalidRequest(format!("serviceAccount: {m}")))
+        })
+        .transpose()?;
+    Request::new(service_account, parsed.audiences, parsed.expiration_seconds)
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))
+}
+
+/// `application/json`, parameters (a charset) allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Names the JSON problem without quoting the input.
+fn body_error(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Data => {
+            "the body does not match {serviceAccount, audiences, expirationSeconds}".into()
+        }
+        Category::Syntax | Category::Eof | Category::Io => "the body is not valid JSON".into(),
+    }
+}
+
+fn denied(
+    issuer: &str,
+    subject: &Option<String>,
+    asked: Option<&ServiceAccountRef>,
+    denial: Denial,
+) -> ApiError {
+    tracing::info!(reason = denial.reason(), detail = %denial, "request denied");
+    let who = format!(
+        "subject {:?} of issuer {issuer:?}",
+        subject.as_deref().unwrap_or_default()
+    );
+    match denial {
+        Denial::AmbiguousServiceAccount(choices) => {
+            let list: Vec<String> = choices.iter().map(ToString::to_string).collect();
+            ApiError::InvalidRequest(format!(
+                "several service accounts are granted; name one in serviceAccount: {}",
+                list.join(", ")
+            ))
+        }
+        _ => ApiError::AccessDenied(match asked {
+            Some(sa) => format!(
+                "{who} may not obtain a token for service account {sa} with these audiences"
+            ),
+            None => format!("{who} may not obtain a token"),
+        }),
+    }
+}
+
+fn outcome_of<T>(result: &Result<T, ApiError>) -> (Outcome, String) {
+    match result {
+        Ok(_) => (Outcome::Issued, "issued".to_owned()),
+        Err(ApiError::InvalidToken(VerifyError::KeysUnavailable)) => {
+            (Outcome::Error, "keys_unavailable".to_owned())
+        }
+        Err(ApiError::InvalidToken(error)) => (Outcome::InvalidToken, error.reason().to_owned()),
+        Err(ApiError::MissingCredential) => {
+            (Outcome::InvalidToken, "missing_credential".to_owned())
+        }
+        Err(ApiError::AccessDenied(_)) => (Outcome::Denied, "denied".to_owned()),
+        Err(ApiError::Upstream(error)) => {
+            (Outcome::Error, format!("upstream_{}", error.code_label()))
+        }
+        Err(error) => (Outcome::InvalidRequest, error.code().to_owned()),
+    }
+}
+
+fn log_failure(error: &ApiError) {
+    match error {
+        ApiError::InvalidToken(e) => tracing::info!(reason = e.reason(), "token refused"),
+        ApiError::Upstream(e) => tracing::warn!(error = %e, "token request failed"),
+        other => tracing::info!(error = %other, "request refused"),
+    }
+}
+
+fn respond(issued: &Issued, format: Format) -> Response {
+    let token = issued.minted.token.expose_secret();
+    let mut response = match format {
+        Format::Token => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{token}\n"),
+        )
+            .into_response(),
+        Format::Json => axum::Json(TokenResponse {
+            token,
+            expiration_timestamp: issued.minted.expiration.to_string(),
+            service_account: ServiceAccountName {
+                namespace: issued.grant.service_account.namespace(),
+                name: issued.grant.service_account.name(),
+            },
+            audiences: &issued.minted.audiences,
+            policy: &issued.grant.policy,
+            token_id: issued.minted.token_id.as_deref(),
+        })
+        .into_response(),
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if let Some(asked) = issued.grant.reduced_from_secs {
+        let text = format!(
+            r#"299 tokenvend "requested expiration of {asked} seconds reduced to {} seconds by policy {}""#,
+            issued.grant.expiration_secs, issued.grant.policy
+        );
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            headers.insert(header::WARNING, value);
+        }
+    }
+    response
+}
+
+fn ttl_seconds(minted: &MintedToken) -> f64 {
+    let remaining = minted.expiration.as_second() - jiff::Timestamp::now().as_second();
+    remaining.max(0) as f64
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or_default()
+}

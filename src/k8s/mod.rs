@@ -1,0 +1,18 @@
+//! Kubernetes: minting service-account tokens through the TokenRequest API.
+
+mod contact;
+mod mint;
+
+pub use contact::{ApiContact, probe};
+pub use mint::{KubeMinter, MintError, MintRequest, MintedToken, Minter};
+
+/// Builds the kube client configuration: kubeconfig (`KUBECONFIG` or `~/.kube/config`), else
+/// in-cluster. kube's own retry layer is switched off: on the request path a retry must fit
+/// inside the request's deadline, which kube's 15-attempt backoff does not.
+pub async fn client_config(request_timeout: std::time::Duration) -> anyhow::Result<kube::Config> {
+    let mut config = kube::Config::infer().await?;
+    config.default_retry = false;
+    config.read_timeout = Some(request_timeout);
+    config.connect_timeout = Some(request_timeout.min(std::time::Duration::from_secs(5)));
+    Ok(config)
+}

@@ -1,0 +1,186 @@
+//! Prometheus metrics (DESIGN §7), registered once in a registry of our own and served on the
+//! admin listener. Label values come from config (issuer and policy names) or fixed sets, never
+//! from callers.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Request latencies: sub-millisecond rejects up to slow upstreams.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Issued token lifetimes: 10 minutes up to a day.
+const TTL_BUCKETS: &[f64] = &[
+    600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+];
+
+/// Every metric tokenvend exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    tokens_issued: IntCounterVec,
+    issued_ttl: Histogram,
+    kube_requests: IntCounterVec,
+    kube_duration: Histogram,
+    jwks_fetches: IntCounterVec,
+    jwks_last_success: IntGaugeVec,
+    jwks_keys: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry, plus `build_info` and process metrics.
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some("tokenvend".into()), None).expect("static prefix is valid");
+        let metrics = Self {
+            requests: counter(
+                "requests_total",
+                "Requests by endpoint and outcome.",
+                &["endpoint", "outcome"],
+            ),
+            request_duration: HistogramVec::new(
+                HistogramOpts::new("request_duration_seconds", "Request latency by endpoint.")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                &["endpoint"],
+            )
+            .expect("valid histogram"),
+            tokens_issued: counter(
+                "tokens_issued_total",
+                "Tokens issued, by policy.",
+                &["policy"],
+            ),
+            issued_ttl: Histogram::with_opts(
+                HistogramOpts::new(
+                    "issued_token_ttl_seconds",
+                    "Lifetime of issued tokens as the API server granted it.",
+                )
+                .buckets(TTL_BUCKETS.to_vec()),
+            )
+            .expect("valid histogram"),
+            kube_requests: counter(
+                "kube_token_requests_total",
+                "TokenRequest calls by HTTP status code (or `timeout`, `transport`).",
+                &["code"],
+            ),
+            kube_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "kube_token_request_duration_seconds",
+                    "TokenRequest call latency.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid histogram"),
+            jwks_fetches: counter(
+                "jwks_fetches_total",
+                "Issuer key fetches by result.",
+                &["issuer", "result"],
+            ),
+            jwks_last_success: IntGaugeVec::new(
+                Opts::new(
+                    "jwks_last_success_timestamp_seconds",
+                    "When each issuer's keys were last loaded.",
+                ),
+                &["issuer"],
+            )
+            .expect("valid gauge"),
+            jwks_keys: IntGaugeVec::new(
+                Opts::new("jwks_keys", "Usable keys cached per issuer."),
+                &["issuer"],
+            )
+            .expect("valid gauge"),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let build_info =
+            IntGaugeVec::new(Opts::new("build_info", "Build information."), &["version"])
+                .expect("valid gauge");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.requests.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.tokens_issued.clone()),
+            Box::new(self.issued_ttl.clone()),
+            Box::new(self.kube_requests.clone()),
+            Box::new(self.kube_duration.clone()),
+            Box::new(self.jwks_fetches.clone()),
+            Box::new(self.jwks_last_success.clone()),
+            Box::new(self.jwks_keys.clone()),
+            Box::new(build_info),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for collector in collectors {
+            self.registry
+                .register(collector)
+                .expect("each metric is registered once");
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+
+    /// One finished request: `endpoint` is a route name, `outcome` a fixed code.
+    pub fn request_finished(&self, endpoint: &'static str, outcome: &'static str, seconds: f64) {
+        self.requests.with_label_values(&[endpoint, outcome]).inc();
+        self.request_duration
+            .with_label_values(&[endpoint])
+            .observe(seconds);
+    }
+
+    pub fn token_issued(&self, policy: &str, ttl_seconds: f64) {
+        self.tokens_issued.with_label_values(&[policy]).inc();
+        self.issued_ttl.observe(ttl_seconds);
+    }
+
+    /// One TokenRequest call; `code` is the HTTP status or `timeout`/`transport`.
+    pub fn kube_request(&self, code: &str, seconds: f64) {
+        self.kube_requests.with_label_values(&[code]).inc();
+        self.kube_duration.observe(seconds);
+    }
+
+    pub fn jwks_fetched(&self, issuer: &str, keys: usize) {
+        self.jwks_fetches
+            .with_label_values(&[issuer, "success"])
+            .inc();
+        self.jwks_keys
+            .with_label_values(&[issuer])
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.jwks_last_success
+            .with_label_values(&[issuer])
+            .set(unix_now_secs());
+    }
+
+    pub fn jwks_fetch_failed(&self, issuer: &str) {
+        self.jwks_fetches
+            .with_label_values(&[issuer, "error"])
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter")
+}
+
+fn unix_now_secs() -> i64 {
+    jiff::Timestamp::now().as_second()
+}

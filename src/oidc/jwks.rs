@@ -1,0 +1,161 @@
+//! Reading a JWKS document into usable verification keys. Every entry is checked on its own:
+//! a key that could be misused (symmetric, encryption-only, weak, mislabelled) is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+/// More keys than this in one document is refused outright.
+pub const MAX_KEYS: usize = 50;
+const MIN_RSA_BITS: usize = 2048;
+
+/// The kind of public key, which fixes the algorithms it may verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa,
+    EcP256,
+    EcP384,
+}
+
+/// A public key from an issuer's JWKS, fit for verifying signatures.
+pub struct VerifyingKey {
+    pub kind: KeyKind,
+    /// The JWK's own `alg`, when it states one.
+    pub declared_algorithm: Option<Algorithm>,
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// Whether this key may verify a signature made with `algorithm`.
+    pub fn allows(&self, algorithm: Algorithm) -> bool {
+        let family_fits = match self.kind {
+            KeyKind::Rsa => matches!(
+                algorithm,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ),
+            KeyKind::EcP256 => algorithm == Algorithm::ES256,
+            KeyKind::EcP384 => algorithm == Algorithm::ES384,
+        };
+        family_fits
+            && self
+                .declared_algorithm
+                .is_none_or(|declared| declared == algorithm)
+    }
+}
+
+/// The usable keys of one JWKS document, by `kid`.
+pub type KeyMap = HashMap<String, Arc<VerifyingKey>>;
+
+/// Why a whole document was refused (the previous keys stay in use).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("not a JSON object with a `keys` array")]
+    NotAKeySet,
+    #[error("more than {MAX_KEYS} keys")]
+    TooManyKeys,
+    #[error("kid {0:?} appears more than once")]
+    DuplicateKeyId(String),
+    #[error("no usable signing key")]
+    NoUsableKey,
+}
+
+/// Parses a JWKS body. Unusable entries are skipped (and counted in the returned number);
+/// a duplicate `kid` among usable keys refuses the document, since either could be the real one.
+pub fn parse_key_set(body: &[u8]) -> Result<(KeyMap, usize), JwksError> {
+    let document: Value = serde_json::from_slice(body).map_err(|_| JwksError::NotAKeySet)?;
+    let Some(entries) = document.get("keys").and_then(Value::as_array) else {
+        return Err(JwksError::NotAKeySet);
+    };
+    if entries.len() > MAX_KEYS {
+        return Err(JwksError::TooManyKeys);
+    }
+    let mut keys = KeyMap::new();
+    let mut skipped = 0;
+    for entry in entries {
+        let Some((kid, key)) = usable_key(entry) else {
+            skipped += 1;
+            continue;
+        };
+        if keys.insert(kid.clone(), Arc::new(key)).is_some() {
+            return Err(JwksError::DuplicateKeyId(kid));
+        }
+    }
+    if keys.is_empty() {
+        return Err(JwksError::NoUsableKey);
+    }
+    Ok((keys, skipped))
+}
+
+fn usable_key(entry: &Value) -> Option<(String, VerifyingKey)> {
+    let field = |name: &str| entry.get(name).and_then(Value::as_str);
+    let kid =
+        field("kid").filter(|kid| !kid.is_empty() && kid.len() <= super::token::MAX_KID_LEN)?;
+    if entry.get("use").is_some_and(|u| u.as_str() != Some("sig")) {
+        return None;
+    }
+    let declared_algorithm = match entry.get("alg") {
+        None => None,
+        Some(alg) => Some(alg.as_str()?.parse::<Algorithm>().ok()?),
+    };
+    let (kind, key) = match field("kty")? {
+        "RSA" => (KeyKind::Rsa, rsa_key(field("n")?, field("e")?)?),
+        "EC" => ec_key(field("crv")?, field("x")?, field("y")?)?,
+        _ => return None,
+    };
+    let key = VerifyingKey {
+        kind,
+        declared_algorithm,
+        key,
+    };
+    if let Some(declared) = declared_algorithm
+        && !key.allows(declared)
+    {
+        return None;
+    }
+    Some((kid.to_owned(), key))
+}
+
+fn rsa_key(n: &str, e: &str) -> Option<DecodingKey> {
+    let modulus = URL_SAFE_NO_PAD.decode(n).ok()?;
+    let exponent = URL_SAFE_NO_PAD.decode(e).ok()?;
+    let significant: &[u8] = {
+        let start = modulus.iter().position(|&b| b != 0)?;
+        &modulus[start..]
+    };
+    let bits = significant.len() * 8 - significant[0].leading_zeros() as usize;
+    if bits < MIN_RSA_BITS || exponent != [0x01, 0x00, 0x01] {
+        return None;
+    }
+    Some(DecodingKey::from_rsa_raw_components(significant, &exponent))
+}
+
+fn ec_key(crv: &str, x: &str, y: &str) -> Option<(KeyKind, DecodingKey)> {
+    let (kind, size) = match crv {
+        "P-256" => (KeyKind::EcP256, 32),
+        "P-384" => (KeyKind::EcP384, 48),
+        _ => return None,
+    };
+    let x_bytes = URL_SAFE_NO_PAD.decode(x).ok()?;
+    let y_bytes = URL_SAFE_NO_PAD.decode(y).ok()?;
+    if x_bytes.len() != size || y_bytes.len() != size {
+        return None;
+    }
+    Some((kind, DecodingKey::from_ec_components(x, y).ok()?))
+}

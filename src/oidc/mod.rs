@@ -1,0 +1,192 @@
+//! OIDC verification: from a bearer string to a verified identity, or a reason it is not one.
+//!
+//! Order matters (SECURITY.md §1): shape → unverified header and issuer → exactly one issuer
+//! by exact `iss` → that issuer's keys only → signature and standard claims with a `Validation`
+//! built from config → our own claim checks. No axum, no kube here.
+
+mod cache;
+mod claims;
+mod fetch;
+mod issuer;
+mod jwks;
+mod token;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+pub use cache::{BoxFuture, FetchError, KeyCache, KeyFetcher, REFRESH_COOLDOWN};
+pub use claims::{ClaimError, ClaimSet, RegisteredClaims};
+pub use fetch::{HttpKeyFetcher, MAX_BODY_BYTES, check_endpoint_url};
+pub use issuer::{Issuer, LEEWAY_SECS};
+pub use jwks::{JwksError, KeyKind, MAX_KEYS, VerifyingKey, parse_key_set};
+pub use token::{MAX_KID_LEN, MAX_TOKEN_LEN, UnverifiedToken, has_token_shape};
+
+use crate::metrics::Metrics;
+
+/// One trusted issuer, validated from config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerSettings {
+    /// Config name, used by policies and as a metric label.
+    pub name: String,
+    /// The exact `iss` value (and discovery base).
+    pub url: String,
+    /// The incoming token must carry one of these in `aud`.
+    pub audiences: Vec<String>,
+    /// Signature algorithms accepted from this issuer.
+    pub algorithms: Vec<Algorithm>,
+    pub key_source: KeySource,
+    /// Extra trust roots for this issuer's endpoints.
+    pub ca_file: Option<PathBuf>,
+    /// `exp - iat` above this is refused.
+    pub max_token_lifetime: Duration,
+    /// Every policy on this issuer must pin one of these claims.
+    pub require_claims: Vec<String>,
+}
+
+/// Where an issuer's keys are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `/.well-known/openid-configuration` under the issuer URL, then its `jwks_uri`.
+    Discovery,
+    /// A configured JWKS URL; discovery is skipped.
+    JwksUrl(String),
+}
+
+/// Why a token was not accepted. Callers see only [`VerifyError::category`]; the
+/// [`VerifyError::reason`] is for logs, metrics and the audit record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("malformed token ({0})")]
+    Malformed(&'static str),
+    #[error("issuer not configured")]
+    UnknownIssuer,
+    #[error("algorithm not allowed for this issuer")]
+    AlgorithmNotAllowed,
+    #[error("no key with this kid in the issuer's key set")]
+    KeyNotFound,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    #[error("token lifetime longer than the issuer allows")]
+    LifetimeTooLong,
+    #[error("audience not accepted")]
+    AudienceMismatch,
+    #[error("claims refused: {0}")]
+    InvalidClaims(ClaimError),
+    #[error("issuer keys unavailable")]
+    KeysUnavailable,
+}
+
+impl VerifyError {
+    /// A fixed internal reason code (metric label, audit `reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::AlgorithmNotAllowed => "alg_not_allowed",
+            Self::KeyNotFound => "unknown_kid",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "iat_in_future",
+            Self::LifetimeTooLong => "lifetime_too_long",
+            Self::AudienceMismatch => "audience_mismatch",
+            Self::InvalidClaims(ClaimError::ControlCharacter) => "control_characters",
+            Self::InvalidClaims(ClaimError::Invalid(_)) => "invalid_claims",
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// The one phrase a caller may read: a category, never input bytes or library text.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Expired => "the token has expired",
+            Self::NotYetValid | Self::IssuedInFuture => "the token is not yet valid",
+            Self::AudienceMismatch => "the token's audience is not accepted",
+            Self::UnknownIssuer => "the token's issuer is not trusted",
+            Self::AlgorithmNotAllowed | Self::KeyNotFound | Self::BadSignature => {
+                "the token's signature could not be verified"
+            }
+            Self::Malformed(_) | Self::LifetimeTooLong | Self::InvalidClaims(_) => {
+                "the token is malformed"
+            }
+            Self::KeysUnavailable => "the issuer's keys are unavailable; try again later",
+        }
+    }
+}
+
+/// An identity that passed verification.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// The issuer's config name.
+    pub issuer: String,
+    pub registered: RegisteredClaims,
+    /// All claims, as signed.
+    pub claims: Map<String, Value>,
+}
+
+/// Verifies tokens against the configured issuers.
+pub struct Verifier {
+    by_url: HashMap<String, Arc<Issuer>>,
+}
+
+impl Verifier {
+    /// One key cache per issuer, each fetching through `fetcher_for(settings)`.
+    pub fn new(
+        issuers: &[IssuerSettings],
+        metrics: &Arc<Metrics>,
+        mut fetcher_for: impl FnMut(&IssuerSettings) -> anyhow::Result<Arc<dyn KeyFetcher>>,
+    ) -> anyhow::Result<Self> {
+        let mut by_url = HashMap::with_capacity(issuers.len());
+        for settings in issuers {
+            let cache = KeyCache::new(&settings.name, fetcher_for(settings)?, Arc::clone(metrics));
+            by_url.insert(
+                settings.url.clone(),
+                Arc::new(Issuer::new(settings.clone(), cache)),
+            );
+        }
+        Ok(Self { by_url })
+    }
+
+    /// Verifiers fetching over HTTP(S), the production wiring.
+    pub fn over_http(issuers: &[IssuerSettings], metrics: &Arc<Metrics>) -> anyhow::Result<Self> {
+        Self::new(issuers, metrics, |settings| {
+            Ok(Arc::new(HttpKeyFetcher::new(settings)?))
+        })
+    }
+
+    /// Verifies `raw` at time `now` (Unix seconds).
+    pub async fn verify(&self, raw: &str, now: u64) -> Result<VerifiedToken, VerifyError> {
+        let token = UnverifiedToken::parse(raw)?;
+        let Some(issuer) = self.by_url.get(&token.unverified_issuer) else {
+            return Err(VerifyError::UnknownIssuer);
+        };
+        issuer.verify(&token, now).await
+    }
+
+    /// Loads every issuer's keys once; returns the names of issuers whose keys could not be loaded.
+    pub async fn warm_up(&self) -> Vec<String> {
+        let mut failed = Vec::new();
+        for issuer in self.by_url.values() {
+            if !issuer.keys().refresh().await {
+                failed.push(issuer.settings().name.clone());
+            }
+        }
+        failed
+    }
+
+    /// The issuers, for readiness reporting.
+    pub fn issuers(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.by_url.values()
+    }
+}

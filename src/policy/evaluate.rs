@@ -1,0 +1,363 @@
+//! Evaluation: the first policy in file order whose issuer and matchers hold and whose grant
+//! covers the request wins. A denial carries an internal reason; callers never see it.
+
+use serde_json::{Map, Value};
+
+use super::{MAX_TTL_SECS, MIN_TTL_SECS, Policy, PolicySet, ServiceAccountRef};
+
+/// What the caller asked for; every field optional. Built only through [`Request::new`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    service_account: Option<ServiceAccountRef>,
+    audiences: Option<Vec<String>>,
+    expiration_secs: Option<u64>,
+}
+
+/// A request that cannot be honoured whatever the policy says (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("expirationSeconds must be at least {MIN_TTL_SECS} (the Kubernetes minimum)")]
+    ExpirationTooShort,
+    #[error("expirationSeconds must be at most 2^32")]
+    ExpirationTooLong,
+    #[error("audiences must be a non-empty list of non-empty strings")]
+    InvalidAudiences,
+}
+
+impl Request {
+    /// Validates what no policy can make valid.
+    pub fn new(
+        service_account: Option<ServiceAccountRef>,
+        audiences: Option<Vec<String>>,
+        expiration_secs: Option<u64>,
+    ) -> Result<Self, RequestError> {
+        match expiration_secs {
+            Some(secs) if secs < MIN_TTL_SECS => return Err(RequestError::ExpirationTooShort),
+            Some(secs) if secs > MAX_TTL_SECS => return Err(RequestError::ExpirationTooLong),
+            _ => {}
+        }
+        if let Some(list) = &audiences
+            && (list.is_empty()
+                || list
+                    .iter()
+                    .any(|a| a.is_empty() || a.chars().any(char::is_control)))
+        {
+            return Err(RequestError::InvalidAudiences);
+        }
+        Ok(Self {
+            service_account,
+            audiences,
+            expiration_secs,
+        })
+    }
+
+    pub fn service_account(&self) -> Option<&ServiceAccountRef> {
+        self.service_account.as_ref()
+    }
+}
+
+/// The decision to issue: everything the TokenRequest needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub policy: String,
+    pub service_account: ServiceAccountRef,
+    /// Empty: let the API server use its own audiences.
+    pub audiences: Vec<String>,
+    pub expiration_secs: u64,
+    /// Set when the caller asked for more than the policy's `maxTtl`.
+    pub reduced_from_secs: Option<u64>,
+}
+
+/// Why no token is issued. The reason is for the audit log; the caller gets a generic 403
+/// (or, for [`Denial::AmbiguousServiceAccount`], a 400 listing its own choices).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    #[error("no policy matches this identity")]
+    NoPolicyMatched,
+    #[error("no matching policy grants service account {0}")]
+    ServiceAccountNotGranted(ServiceAccountRef),
+    #[error("no matching policy granting {0} allows the requested audiences")]
+    AudienceNotAllowed(ServiceAccountRef),
+    #[error("several service accounts are granted; the request must name one")]
+    AmbiguousServiceAccount(Vec<ServiceAccountRef>),
+}
+
+impl Denial {
+    /// A fixed label for metrics and the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoPolicyMatched => "no_policy_matched",
+            Self::ServiceAccountNotGranted(_) => "service_account_not_granted",
+            Self::AudienceNotAllowed(_) => "audience_not_allowed",
+            Self::AmbiguousServiceAccount(_) => "service_account_ambiguous",
+        }
+    }
+}
+
+impl PolicySet {
+    /// Decides `request` for an identity vouched for by `issuer` (its config name) with these verified claims.
+    pub fn evaluate(
+        &self,
+        issuer: &str,
+        claims: &Map<String, Value>,
+        request: &Request,
+    ) -> Result<Grant, Denial> {
+        let matching: Vec<&Policy> = self
+            .for_issuer(issuer)
+            .filter(|p| p.matches(claims))
+            .collect();
+        if matching.is_empty() {
+            return Err(Denial::NoPolicyMatched);
+        }
+        let wanted = match &request.service_account {
+            Some(sa) => sa.clone(),
+            None => only_choice(&matching)?,
+        };
+        let granting: Vec<&Policy> = matching
+            .into_iter()
+            .filter(|p| p.grant.service_accounts.contains(&wanted))
+            .collect();
+        if granting.is_empty() {
+            return Err(Denial::ServiceAccountNotGranted(wanted));
+        }
+        granting
+            .into_iter()
+            .find_map(|policy| policy.grant_for(&wanted, request))
+            .ok_or(Denial::AudienceNotAllowed(wanted))
+    }
+
+    /// Every service account these claims could obtain, with the policy that grants it first.
+    pub fn grants_for<'s>(&'s self, issuer: &str, claims: &Map<String, Value>) -> Vec<&'s Policy> {
+        self.for_issuer(issuer)
+            .filter(|p| p.matches(claims))
+            .collect()
+    }
+}
+
+fn only_choice(matching: &[&Policy]) -> Result<ServiceAccountRef, Denial> {
+    let mut choices: Vec<ServiceAccountRef> = Vec::new();
+    for sa in matching.iter().flat_map(|p| &p.grant.service_accounts) {
+        if !choices.contains(sa) {
+            choices.push(sa.clone());
+        }
+    }
+    match choices.len() {
+        1 => Ok(choices.remove(0)),
+        _ => Err(Denial::AmbiguousServiceAccount(choices)),
+    }
+}
+
+impl Policy {
+    /// Whether every matcher holds for these claims.
+    pub fn matches(&self, claims: &Map<String, Value>) -> bool {
+        self.matchers.iter().all(|(path, matcher)| {
+            path.lookup(claims)
+                .is_some_and(|value| matcher.holds(value))
+        })
+    }
+
+    fn grant_for(&self, service_account: &ServiceAccountRef, request: &Request) -> Option<Grant> {
+        let audiences = match (&request.audiences, &self.grant.audiences) {
+            (None, None) => Vec::new(),
+            (None, Some(allowed)) => vec![allowed[0].clone()],
+            (Some(_), None) => return None,
+            (Some(asked), Some(allowed)) => {
+                if !asked.iter().all(|a| allowed.contains(a)) {
+                    return None;
+                }
+                asked.clone()
+            }
+        };
+        let asked_secs = request.expiration_secs.unwrap_or(self.grant.ttl_secs);
+        let expiration_secs = asked_secs.min(self.grant.max_ttl_secs);
+        Some(Grant {
+            policy: self.name.clone(),
+            service_account: service_account.clone(),
+            audiences,
+            expiration_secs,
+            reduced_from_secs: (asked_secs > expiration_secs).then_some(asked_secs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{IssuerRules, RawPolicy};
+    use super::*;
+    use serde_json::json;
+
+    fn set(policies: Value) -> PolicySet {
+        let raw: Vec<RawPolicy> = serde_json::from_value(policies).unwrap();
+        let require = Vec::new();
+        let issuers = [
+            IssuerRules {
+                name: "ci",
+                require_claims: &require,
+            },
+            IssuerRules {
+                name: "other",
+                require_claims: &require,
+            },
+        ];
+        PolicySet::compile(&raw, &issuers).unwrap()
+    }
+
+    fn claims(value: Value) -> Map<String, Value> {
+        let Value::Object(map) = value else {
+            unreachable!()
+        };
+        map
+    }
+
+    fn sa(text: &str) -> ServiceAccountRef {
+        ServiceAccountRef::parse(text).unwrap()
+    }
+
+    fn two_policies() -> PolicySet {
+        set(json!([
+            {"name": "deploy", "issuer": "ci", "match": {"repo": "acme/app", "ref": "refs/heads/main"},
+             "grant": {"serviceAccounts": ["prod/deployer"], "audiences": ["https://k8s", "https://vault"],
+                       "ttl": "15m", "maxTtl": "1h"}},
+            {"name": "read", "issuer": "ci", "match": {"repo": "acme/app"},
+             "grant": {"serviceAccounts": ["prod/reader", "prod/deployer"], "ttl": "10m"}},
+            {"name": "other-issuer", "issuer": "other", "match": {"repo": "acme/app"},
+             "grant": {"serviceAccounts": ["prod/admin"]}},
+        ]))
+    }
+
+    #[test]
+    fn first_matching_policy_in_file_order_wins() {
+        let policies = two_policies();
+        let main = claims(json!({"repo": "acme/app", "ref": "refs/heads/main"}));
+        let request = Request::new(Some(sa("prod/deployer")), None, None).unwrap();
+        let grant = policies.evaluate("ci", &main, &request).unwrap();
+        assert_eq!(grant.policy, "deploy");
+        assert_eq!(grant.audiences, ["https://k8s"]);
+        assert_eq!(grant.expiration_secs, 900);
+    }
+
+    #[test]
+    fn a_later_policy_grants_when_the_first_does_not_cover_the_request() {
+        let policies = two_policies();
+        let main = claims(json!({"repo": "acme/app", "ref": "refs/heads/main"}));
+        let reader = Request::new(Some(sa("prod/reader")), None, None).unwrap();
+        assert_eq!(
+            policies.evaluate("ci", &main, &reader).unwrap().policy,
+            "read"
+        );
+        let feature = claims(json!({"repo": "acme/app", "ref": "refs/heads/feature"}));
+        let deployer = Request::new(Some(sa("prod/deployer")), None, None).unwrap();
+        let grant = policies.evaluate("ci", &feature, &deployer).unwrap();
+        assert_eq!(
+            (
+                grant.policy.as_str(),
+                grant.audiences.len(),
+                grant.expiration_secs
+            ),
+            ("read", 0, 600)
+        );
+    }
+
+    #[test]
+    fn denials_carry_the_internal_reason() {
+        let policies = two_policies();
+        let main = claims(json!({"repo": "acme/app", "ref": "refs/heads/main"}));
+        let rows: Vec<(&str, Map<String, Value>, Request, Denial)> = vec![
+            (
+                "ci",
+                claims(json!({"repo": "evil/app"})),
+                Request::default(),
+                Denial::NoPolicyMatched,
+            ),
+            (
+                "unknown",
+                main.clone(),
+                Request::default(),
+                Denial::NoPolicyMatched,
+            ),
+            (
+                "ci",
+                main.clone(),
+                Request::new(Some(sa("prod/admin")), None, None).unwrap(),
+                Denial::ServiceAccountNotGranted(sa("prod/admin")),
+            ),
+            (
+                "ci",
+                main.clone(),
+                Request::new(
+                    Some(sa("prod/deployer")),
+                    Some(vec!["https://evil".into()]),
+                    None,
+                )
+                .unwrap(),
+                Denial::AudienceNotAllowed(sa("prod/deployer")),
+            ),
+            (
+                "ci",
+                main,
+                Request::default(),
+                Denial::AmbiguousServiceAccount(vec![sa("prod/deployer"), sa("prod/reader")]),
+            ),
+        ];
+        for (issuer, claims, request, expected) in rows {
+            assert_eq!(policies.evaluate(issuer, &claims, &request), Err(expected));
+        }
+    }
+
+    #[test]
+    fn an_omitted_service_account_is_the_single_one_granted() {
+        let policies = two_policies();
+        let other = claims(json!({"repo": "acme/app"}));
+        let grant = policies
+            .evaluate("other", &other, &Request::default())
+            .unwrap();
+        assert_eq!(grant.service_account, sa("prod/admin"));
+    }
+
+    #[test]
+    fn expiration_above_max_is_reduced_and_reported() {
+        let policies = two_policies();
+        let main = claims(json!({"repo": "acme/app", "ref": "refs/heads/main"}));
+        let asked = Request::new(Some(sa("prod/deployer")), None, Some(7200)).unwrap();
+        let grant = policies.evaluate("ci", &main, &asked).unwrap();
+        assert_eq!(
+            (grant.expiration_secs, grant.reduced_from_secs),
+            (3600, Some(7200))
+        );
+        let within = Request::new(Some(sa("prod/deployer")), None, Some(1800)).unwrap();
+        let grant = policies.evaluate("ci", &main, &within).unwrap();
+        assert_eq!(
+            (grant.expiration_secs, grant.reduced_from_secs),
+            (1800, None)
+        );
+    }
+
+    #[test]
+    fn requested_audiences_must_all_be_allowed() {
+        let policies = two_policies();
+        let main = claims(json!({"repo": "acme/app", "ref": "refs/heads/main"}));
+        let both = vec!["https://vault".to_owned(), "https://k8s".to_owned()];
+        let request = Request::new(Some(sa("prod/deployer")), Some(both.clone()), None).unwrap();
+        assert_eq!(
+            policies.evaluate("ci", &main, &request).unwrap().audiences,
+            both
+        );
+    }
+
+    #[test]
+    fn requests_no_policy_could_honour_are_refused_up_front() {
+        assert_eq!(
+            Request::new(None, None, Some(599)),
+            Err(RequestError::ExpirationTooShort)
+        );
+        assert_eq!(
+            Request::new(None, None, Some((1 << 32) + 1)),
+            Err(RequestError::ExpirationTooLong)
+        );
+        assert_eq!(
+            Request::new(None, Some(vec![]), None),
+            Err(RequestError::InvalidAudiences)
+        );
+        assert!(Request::new(None, None, Some(600)).is_ok());
+    }
+}

@@ -1,0 +1,209 @@
+//! Claim matchers: compiled once from the `match:` block, applied to verified claims.
+//!
+//! Claims are data, never patterns: a matcher's value comes only from the config file.
+
+use serde_json::{Map, Value};
+
+/// Where a matcher looks: a top-level claim by name, or a nested one by JSON pointer (`/a/b`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimPath {
+    Name(String),
+    Pointer(String),
+}
+
+impl ClaimPath {
+    /// A key starting with `/` is a JSON pointer (RFC 6901); anything else is a claim name.
+    pub fn parse(key: &str) -> Self {
+        if key.starts_with('/') {
+            Self::Pointer(key.to_owned())
+        } else {
+            Self::Name(key.to_owned())
+        }
+    }
+
+    /// The claim's value, if present.
+    pub fn lookup<'c>(&self, claims: &'c Map<String, Value>) -> Option<&'c Value> {
+        match self {
+            Self::Name(name) => claims.get(name),
+            Self::Pointer(pointer) => {
+                let (first, rest) = split_first_segment(pointer);
+                let top = claims.get(&unescape(first))?;
+                if rest.is_empty() {
+                    Some(top)
+                } else {
+                    top.pointer(rest)
+                }
+            }
+        }
+    }
+
+    /// The key as written in the config.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Name(text) | Self::Pointer(text) => text,
+        }
+    }
+}
+
+fn split_first_segment(pointer: &str) -> (&str, &str) {
+    let body = &pointer[1..];
+    match body.find('/') {
+        Some(end) => (&body[..end], &body[end..]),
+        None => (body, ""),
+    }
+}
+
+fn unescape(segment: &str) -> String {
+    segment.replace("~1", "/").replace("~0", "~")
+}
+
+/// What a claim value must be. Comparison is by JSON value and byte-exact for strings:
+/// no trimming, no case folding, no Unicode normalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Matcher {
+    /// The claim equals this scalar (string, number or boolean).
+    Exact(Value),
+    /// The claim equals one of these scalars.
+    OneOf(Vec<Value>),
+}
+
+impl Matcher {
+    /// Compiles a matcher from its YAML form: a scalar, or `{oneOf: [scalars]}`.
+    pub fn compile(raw: &Value) -> Result<Self, String> {
+        match raw {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(Self::Exact(raw.clone())),
+            Value::Null => Err("a matcher cannot be null".to_owned()),
+            Value::Array(_) => Err("a list is ambiguous here; write {oneOf: [...]}".to_owned()),
+            Value::Object(object) => compile_operator(object),
+        }
+    }
+
+    /// Whether the claim value satisfies the matcher. An array claim holds if any element does.
+    pub fn holds(&self, claim: &Value) -> bool {
+        match claim {
+            Value::Array(elements) => elements.iter().any(|element| self.holds_scalar(element)),
+            scalar => self.holds_scalar(scalar),
+        }
+    }
+
+    fn holds_scalar(&self, claim: &Value) -> bool {
+        match self {
+            Self::Exact(expected) => expected == claim,
+            Self::OneOf(options) => options.iter().any(|option| option == claim),
+        }
+    }
+}
+
+fn compile_operator(object: &Map<String, Value>) -> Result<Matcher, String> {
+    let mut entries = object.iter();
+    let (Some((operator, operand)), None) = (entries.next(), entries.next()) else {
+        return Err(
+            "a matcher object must have exactly one operator, e.g. {oneOf: [...]}".to_owned(),
+        );
+    };
+    match operator.as_str() {
+        "oneOf" => {
+            let Value::Array(options) = operand else {
+                return Err("oneOf takes a list of values".to_owned());
+            };
+            if options.is_empty() {
+                return Err("oneOf needs at least one value".to_owned());
+            }
+            if let Some(bad) = options.iter().find(|option| !is_scalar(option)) {
+                return Err(format!(
+                    "oneOf values must be strings, numbers or booleans, not {bad}"
+                ));
+            }
+            Ok(Matcher::OneOf(options.clone()))
+        }
+        other => Err(format!(
+            "unknown matcher operator `{other}` (expected oneOf)"
+        )),
+    }
+}
+
+fn is_scalar(value: &Value) -> bool {
+    matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims() -> Map<String, Value> {
+        let Value::Object(map) = json!({
+            "ref": "refs/heads/main",
+            "repository_id": "123456",
+            "run_attempt": 2,
+            "ref_protected": true,
+            "groups": ["dev", "ops"],
+            "a/b": "slash",
+            "nested": {"claim": "x", "list": ["y"]},
+        }) else {
+            unreachable!()
+        };
+        map
+    }
+
+    #[test]
+    fn matchers_hold_exactly_as_the_table_says() {
+        let claims = claims();
+        let rows: &[(&str, Value, bool)] = &[
+            ("ref", json!("refs/heads/main"), true),
+            ("ref", json!("refs/heads/Main"), false),
+            ("ref", json!("refs/heads/main\n"), false),
+            ("ref", json!("refs/heads/main "), false),
+            ("ref", json!("refs/heads/*"), false),
+            ("ref", json!("refs/heads/mаin"), false), // Cyrillic а
+            ("repository_id", json!("123456"), true),
+            ("repository_id", json!(123456), false),
+            ("run_attempt", json!(2), true),
+            ("run_attempt", json!("2"), false),
+            ("ref_protected", json!(true), true),
+            ("ref_protected", json!("true"), false),
+            ("groups", json!("ops"), true),
+            ("groups", json!("dev,ops"), false),
+            ("groups", json!({"oneOf": ["qa", "ops"]}), true),
+            ("groups", json!({"oneOf": ["qa"]}), false),
+            ("missing", json!("x"), false),
+            ("/nested/claim", json!("x"), true),
+            ("/nested/list", json!("y"), true),
+            ("/nested/absent", json!("y"), false),
+            ("/a~1b", json!("slash"), true),
+        ];
+        for (key, raw, expected) in rows {
+            let matcher = Matcher::compile(raw).unwrap();
+            let path = ClaimPath::parse(key);
+            let holds = path
+                .lookup(&claims)
+                .is_some_and(|value| matcher.holds(value));
+            assert_eq!(holds, *expected, "{key} {raw}");
+        }
+    }
+
+    #[test]
+    fn claim_values_with_nul_never_match_a_prefix() {
+        let Value::Object(claims) = json!({"sub": "repo:acme/app\u{0}evil"}) else {
+            unreachable!()
+        };
+        let matcher = Matcher::compile(&json!("repo:acme/app")).unwrap();
+        assert!(!matcher.holds(&claims["sub"]));
+    }
+
+    #[test]
+    fn malformed_matchers_are_refused_with_a_reason() {
+        for raw in [
+            json!(null),
+            json!(["a", "b"]),
+            json!({}),
+            json!({"oneOf": []}),
+            json!({"oneOf": "a"}),
+            json!({"oneOf": [["a"]]}),
+            json!({"oneOf": ["a"], "glob": "b"}),
+            json!({"like": "a%"}),
+        ] {
+            assert!(Matcher::compile(&raw).is_err(), "{raw}");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Policy: which verified identities may get a token for which ServiceAccount, with which
+//! audiences and for how long. Pure: verified claims and a request in, a grant or a denial out.
+
+mod evaluate;
+mod file;
+mod matcher;
+mod names;
+
+use std::collections::HashMap;
+
+pub use evaluate::{Denial, Grant, Request, RequestError};
+pub use file::{RawGrant, RawPolicy};
+pub use matcher::{ClaimPath, Matcher};
+pub use names::{ServiceAccountRef, is_dns1123_label, is_dns1123_subdomain};
+
+/// Kubernetes refuses tokens shorter than this (`MinTokenAgeSec`).
+pub const MIN_TTL_SECS: u64 = 600;
+/// Kubernetes refuses tokens longer than this (2^32 seconds).
+pub const MAX_TTL_SECS: u64 = 1 << 32;
+/// The TTL a grant gives when it names none (capped by its `maxTtl`).
+pub const DEFAULT_TTL_SECS: u64 = 900;
+
+/// One compiled policy: who (issuer + claim matchers) gets what (the grant).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    /// The issuer's config name.
+    pub issuer: String,
+    pub matchers: Vec<(ClaimPath, Matcher)>,
+    pub grant: GrantRule,
+}
+
+/// What a policy allows, compiled from `grant:`.
+#[derive(Debug, Clone)]
+pub struct GrantRule {
+    pub service_accounts: Vec<ServiceAccountRef>,
+    /// Allow-list of audiences; the first is the default. `None`: only the API server's own audiences.
+    pub audiences: Option<Vec<String>>,
+    pub ttl_secs: u64,
+    pub max_ttl_secs: u64,
+}
+
+/// All policies in file order, indexed by issuer so that evaluation never walks unrelated issuers' policies.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+    by_issuer: HashMap<String, Vec<usize>>,
+}
+
+/// What an issuer contributes to policy compilation.
+#[derive(Debug, Clone)]
+pub struct IssuerRules<'a> {
+    pub name: &'a str,
+    /// Every policy on this issuer must pin one of these claims.
+    pub require_claims: &'a [String],
+}
+
+/// A policy that cannot be compiled; `key` is the path inside the policy (`grant.ttl`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policies[{index}] ({policy}): {key}: {message}")]
+pub struct PolicyError {
+    pub index: usize,
+    pub policy: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl PolicySet {
+    /// Compiles raw policies against the configured issuers. Refuses duplicates, unknown issuers,
+    /// invalid names and TTLs, and policies that would match anyone the issuer vouches for.
+    pub fn compile(raw: &[RawPolicy], issuers: &[IssuerRules<'_>]) -> Result<Self, PolicyError> {
+        let mut set = Self::default();
+        for (index, policy) in raw.iter().enumerate() {
+            let fail = |key: &str, message: String| PolicyError {
+                index,
+                policy: policy.name.clone(),
+                key: key.to_owned(),
+                message,
+            };
+            if set.policies.iter().any(|p| p.name == policy.name) {
+                return Err(fail("name", "duplicate policy name".to_owned()));
+            }
+            let Some(issuer) = issuers.iter().find(|i| i.name == policy.issuer) else {
+                return Err(fail(
+                    "issuer",
+                    format!("unknown issuer {:?}", policy.issuer),
+                ));
+            };
+            let compiled =
+                compile_one(policy, issuer).map_err(|(key, message)| fail(&key, message))?;
+            set.by_issuer
+                .entry(compiled.issuer.clone())
+                .or_default()
+                .push(set.policies.len());
+            set.policies.push(compiled);
+        }
+        Ok(set)
+    }
+
+    /// The policies of one issuer, in file order.
+    pub fn for_issuer<'s>(&'s self, issuer: &str) -> impl Iterator<Item = &'s Policy> + 's {
+        let indices = self
+            .by_issuer
+            .get(issuer)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        indices.iter().map(|&index| &self.policies[index])
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.iter()
+    }
+}
+
+fn compile_one(raw: &RawPolicy, issuer: &IssuerRules<'_>) -> Result<Policy, (String, String)> {
+    if raw.name.is_empty() || raw.name.len() > 128 || raw.name.chars().any(char::is_control) {
+        return Err((
+            "name".into(),
+            "must be 1 to 128 printable characters".into(),
+        ));
+    }
+    if raw.matches.is_empty() {
+        return Err((
+            "match".into(),
+            "a policy must match on claims; issuer and audience alone prove nothing about who is asking".into(),
+        ));
+    }
+    let mut matchers = Vec::with_capacity(raw.matches.len());
+    for (key, value) in &raw.matches {
+        let matcher =
+            Matcher::compile(value).map_err(|message| (format!("match.{key}"), message))?;
+        matchers.push((ClaimPath::parse(key), matcher));
+    }
+    if !issuer.require_claims.is_empty()
+        && !issuer
+            .require_claims
+            .iter()
+            .any(|claim| raw.matches.contains_key(claim))
+    {
+        return Err((
+            "match".into(),
+            format!(
+                "issuer {:?} requires every policy to pin one of {:?}",
+                issuer.name, issuer.require_claims
+            ),
+        ));
+    }
+    Ok(Policy {
+        name: raw.name.clone(),
+        issuer: raw.issuer.clone(),
+        matchers,
+        grant: compile_grant(&raw.grant)?,
+    })
+}
+
+fn compile_grant(raw: &RawGrant) -> Result<GrantRule, (String, String)> {
+    if raw.service_accounts.is_empty() {
+        return Err((
+            "grant.serviceAccounts".into(),
+            "must name at least one NAMESPACE/NAME".into(),
+        ));
+    }
+    let mut service_accounts = Vec::with_capacity(raw.service_accounts.len());
+    for (i, text) in raw.service_accounts.iter().enumerate() {
+        let sa = ServiceAccountRef::parse(text).map_err(|message| {
+            (
+                format!("grant.serviceAccounts[{i}]"),
+                format!("{text:?}: {message}"),
+            )
+        })?;
+        service_accounts.push(sa);
+    }
+    if let Some(audiences) = &raw.audiences {
+        if audiences.is_empty() {
+            return Err((
+                "grant.audiences".into(),
+                "omit the key for the API server's audiences; an empty list grants nothing".into(),
+            ));
+        }
+        if let Some(bad) = audiences
+            .iter()
+            .find(|a| a.is_empty() || a.chars().any(char::is_control))
+        {
+            return Err((
+                "grant.audiences".into(),
+                format!("invalid audience {bad:?}"),
+            ));
+        }
+    }
+    let max_ttl_secs = raw
+        .max_ttl
+        .map_or(raw.ttl.map_or(DEFAULT_TTL_SECS, |t| t.as_secs()), |t| {
+            t.as_secs()
+        });
+    let ttl_secs = raw
+        .ttl
+        .map_or(DEFAULT_TTL_SECS.min(max_ttl_secs), |t| t.as_secs());
+    for (key, secs) in [("grant.ttl", ttl_secs), ("grant.maxTtl", max_ttl_secs)] {
+        if secs < MIN_TTL_SECS {
+            return Err((
+                key.into(),
+                format!("{secs}s is under the Kubernetes minimum of 10 minutes"),
+            ));
+        }
+        if secs > MAX_TTL_SECS {
+            return Err((
+                key.into(),
+                format!("{secs}s is over the Kubernetes maximum of 2^32 seconds"),
+            ));
+        }
+    }
+    if ttl_secs > max_ttl_secs {
+        return Err((
+            "grant.ttl".into(),
+            format!("default {ttl_secs}s is above maxTtl {max_ttl_secs}s"),
+        ));
+    }
+    Ok(GrantRule {
+        service_accounts,
+        audiences: raw.audiences.clone(),
+        ttl_secs,
+        max_ttl_secs,
+    })
+}
