@@ -164,3 +164,17 @@ fn syntax_errors_name_the_line() {
     let message = error_of("issuers:\n  - name: [\n");
     assert!(message.starts_with("config/test.yaml: line "), "{message}");
 }
+
+#[test]
+fn every_example_in_the_config_folder_loads() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "yaml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            loaded += 1;
+        }
+    }
+    assert!(loaded >= 2, "expected the examples in {}", folder.display());
+}

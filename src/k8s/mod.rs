@@ -10,9 +10,20 @@ pub use mint::{KubeMinter, MintError, MintRequest, MintedToken, Minter};
 /// in-cluster. kube's own retry layer is switched off: on the request path a retry must fit
 /// inside the request's deadline, which kube's 15-attempt backoff does not.
 pub async fn client_config(request_timeout: std::time::Duration) -> anyhow::Result<kube::Config> {
-    let mut config = kube::Config::infer().await?;
+    Ok(for_request_path(
+        kube::Config::infer().await?,
+        request_timeout,
+    ))
+}
+
+/// Adapts a client configuration to the request path: no built-in retries, and timeouts no
+/// longer than one request's deadline.
+pub fn for_request_path(
+    mut config: kube::Config,
+    request_timeout: std::time::Duration,
+) -> kube::Config {
     config.default_retry = false;
     config.read_timeout = Some(request_timeout);
     config.connect_timeout = Some(request_timeout.min(std::time::Duration::from_secs(5)));
-    Ok(config)
+    config
 }

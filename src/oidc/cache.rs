@@ -148,3 +148,112 @@ impl KeyCache {
         self.read().last_success
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::keys::SigningKey;
+    use jsonwebtoken::Algorithm;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Serves a scripted sequence of JWKS bodies (or failures) and counts fetches.
+    struct ScriptedFetcher {
+        fetches: AtomicUsize,
+        answers: Mutex<Vec<Result<Vec<u8>, String>>>,
+        delay: Duration,
+    }
+
+    impl ScriptedFetcher {
+        fn new(answers: Vec<Result<Vec<u8>, String>>) -> Arc<Self> {
+            Arc::new(Self {
+                fetches: AtomicUsize::new(0),
+                answers: Mutex::new(answers),
+                delay: Duration::from_millis(50),
+            })
+        }
+    }
+
+    impl KeyFetcher for ScriptedFetcher {
+        fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>> {
+            Box::pin(async move {
+                self.fetches.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(self.delay).await;
+                let mut answers = self.answers.lock().unwrap();
+                let answer = if answers.len() > 1 {
+                    answers.remove(0)
+                } else {
+                    answers[0].clone()
+                };
+                answer.map_err(FetchError::Http)
+            })
+        }
+    }
+
+    fn jwks(keys: &[&SigningKey]) -> Vec<u8> {
+        let keys: Vec<_> = keys.iter().map(|k| k.public_jwk()).collect();
+        serde_json::json!({"keys": keys}).to_string().into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_unknown_kids_causes_one_fetch() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let fetcher = ScriptedFetcher::new(vec![Ok(jwks(&[&key]))]);
+        let cache = Arc::new(KeyCache::new(
+            "test",
+            fetcher.clone(),
+            Arc::new(Metrics::new()),
+        ));
+        let lookups = (0..500).map(|i| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.key(&format!("unknown-{i}")).await })
+        });
+        for lookup in lookups {
+            assert_eq!(lookup.await.unwrap().unwrap_err(), KeyLookupError::NotFound);
+        }
+        assert_eq!(fetcher.fetches.load(Ordering::SeqCst), 1);
+        assert!(cache.key(key.kid()).await.is_ok());
+        assert_eq!(fetcher.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_empty_refresh_keeps_the_previous_keys() {
+        let key = SigningKey::generate(Algorithm::RS256).unwrap();
+        let fetcher = ScriptedFetcher::new(vec![
+            Ok(jwks(&[&key])),
+            Err("HTTP 500".into()),
+            Ok(br#"{"keys":[]}"#.to_vec()),
+        ]);
+        let cache = KeyCache::new("test", fetcher.clone(), Arc::new(Metrics::new()));
+        assert!(cache.refresh().await);
+        assert!(!cache.refresh().await);
+        assert!(!cache.refresh().await);
+        assert!(cache.key(key.kid()).await.is_ok());
+        assert_eq!(fetcher.fetches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn without_any_keys_a_lookup_is_unavailable_not_unknown() {
+        let fetcher = ScriptedFetcher::new(vec![Err("connection refused".into())]);
+        let cache = KeyCache::new("test", fetcher, Arc::new(Metrics::new()));
+        assert_eq!(
+            cache.key("any").await.unwrap_err(),
+            KeyLookupError::Unavailable
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_found_by_refreshing_on_its_unknown_kid() {
+        let (old, new) = (
+            SigningKey::generate(Algorithm::RS256).unwrap(),
+            SigningKey::generate(Algorithm::RS256).unwrap(),
+        );
+        let fetcher = ScriptedFetcher::new(vec![Ok(jwks(&[&old])), Ok(jwks(&[&new]))]);
+        let cache = KeyCache::new("test", fetcher.clone(), Arc::new(Metrics::new()));
+        assert!(cache.refresh().await);
+        *cache.refresh.lock().await = Some(Instant::now() - REFRESH_COOLDOWN);
+        assert!(cache.key(new.kid()).await.is_ok());
+        // Removed keys are dropped at the next successful refresh.
+        assert!(cache.cached(old.kid()).is_none());
+    }
+}

@@ -159,3 +159,127 @@ fn ec_key(crv: &str, x: &str, y: &str) -> Option<(KeyKind, DecodingKey)> {
     }
     Some((kind, DecodingKey::from_ec_components(x, y).ok()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::keys::SigningKey;
+    use serde_json::json;
+
+    fn rsa() -> Value {
+        SigningKey::generate(Algorithm::RS256).unwrap().public_jwk()
+    }
+
+    fn ec() -> Value {
+        SigningKey::generate(Algorithm::ES256).unwrap().public_jwk()
+    }
+
+    fn with(mut jwk: Value, changes: &Value) -> Value {
+        for (key, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                jwk.as_object_mut().unwrap().remove(key);
+            } else {
+                jwk[key] = value.clone();
+            }
+        }
+        jwk
+    }
+
+    fn load(keys: &[Value]) -> Result<(KeyMap, usize), JwksError> {
+        parse_key_set(json!({"keys": keys}).to_string().as_bytes())
+    }
+
+    #[test]
+    fn rsa_and_ec_signing_keys_load_by_kid() {
+        let (rsa, ec) = (rsa(), ec());
+        let (keys, skipped) = load(&[rsa.clone(), ec.clone()]).unwrap();
+        assert_eq!(skipped, 0);
+        assert_eq!(keys[rsa["kid"].as_str().unwrap()].kind, KeyKind::Rsa);
+        assert_eq!(keys[ec["kid"].as_str().unwrap()].kind, KeyKind::EcP256);
+    }
+
+    #[test]
+    fn keys_that_could_be_misused_are_dropped_one_by_one() {
+        let weak_n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xC5u8; 128]);
+        let p384_size = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([1u8; 48]);
+        let rows: Vec<(&str, Value)> = vec![
+            (
+                "oct",
+                json!({"kty": "oct", "kid": "oct1", "alg": "HS256", "k": "c2VjcmV0"}),
+            ),
+            ("use enc", with(rsa(), &json!({"use": "enc"}))),
+            ("alg RSA-OAEP", with(rsa(), &json!({"alg": "RSA-OAEP"}))),
+            ("RSA labelled ES256", with(rsa(), &json!({"alg": "ES256"}))),
+            ("EC labelled RS256", with(ec(), &json!({"alg": "RS256"}))),
+            ("RSA 1024 bits", with(rsa(), &json!({"n": weak_n}))),
+            ("RSA e=3", with(rsa(), &json!({"e": "Aw"}))),
+            ("RSA e=1", with(rsa(), &json!({"e": "AQ"}))),
+            (
+                "P-256 point labelled P-384",
+                with(ec(), &json!({"crv": "P-384", "alg": null})),
+            ),
+            (
+                "P-384 sized coordinates labelled P-256",
+                with(ec(), &json!({"x": p384_size, "y": p384_size})),
+            ),
+            (
+                "secp256k1",
+                with(ec(), &json!({"crv": "secp256k1", "alg": null})),
+            ),
+            (
+                "OKP",
+                json!({"kty": "OKP", "kid": "ed", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
+            ),
+            ("unknown kty", json!({"kty": "foo", "kid": "foo"})),
+            ("no kid", with(rsa(), &json!({"kid": null}))),
+            ("not an object", json!(5)),
+        ];
+        for (case, bad) in rows {
+            let good = ec();
+            let (keys, skipped) = load(&[bad, good.clone()]).unwrap();
+            assert_eq!((keys.len(), skipped), (1, 1), "{case}");
+            assert!(keys.contains_key(good["kid"].as_str().unwrap()), "{case}");
+        }
+    }
+
+    #[test]
+    fn whole_documents_are_refused_when_ambiguous_empty_or_oversized() {
+        let key = rsa();
+        let mut twin = rsa();
+        twin["kid"] = key["kid"].clone();
+        assert!(matches!(
+            load(&[key.clone(), twin]),
+            Err(JwksError::DuplicateKeyId(_))
+        ));
+        assert_eq!(load(&[]).unwrap_err(), JwksError::NoUsableKey);
+        assert_eq!(
+            load(&[with(key.clone(), &json!({"use": "enc"}))]).unwrap_err(),
+            JwksError::NoUsableKey
+        );
+        let many: Vec<Value> = (0..=MAX_KEYS)
+            .map(|i| with(key.clone(), &json!({"kid": format!("k{i}")})))
+            .collect();
+        assert_eq!(load(&many).unwrap_err(), JwksError::TooManyKeys);
+        for body in [&b"[]"[..], b"{}", b"{\"keys\": {}}", b"not json"] {
+            assert_eq!(parse_key_set(body).unwrap_err(), JwksError::NotAKeySet);
+        }
+    }
+
+    #[test]
+    fn a_key_verifies_only_the_algorithms_of_its_kind_and_label() {
+        let (keys, _) = load(&[with(rsa(), &json!({"alg": null}))]).unwrap();
+        let rsa_key = keys.values().next().unwrap();
+        assert!(rsa_key.allows(Algorithm::RS256) && rsa_key.allows(Algorithm::PS256));
+        assert!(!rsa_key.allows(Algorithm::ES256) && !rsa_key.allows(Algorithm::HS256));
+        let (keys, _) = load(&[rsa()]).unwrap();
+        let labelled = keys.values().next().unwrap();
+        assert!(labelled.allows(Algorithm::RS256) && !labelled.allows(Algorithm::PS256));
+        let (keys, _) = load(&[ec()]).unwrap();
+        let ec_key = keys.values().next().unwrap();
+        assert!(
+            ec_key.allows(Algorithm::ES256)
+                && !ec_key.allows(Algorithm::ES384)
+                && !ec_key.allows(Algorithm::RS256)
+        );
+    }
+}
