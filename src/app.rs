@@ -16,8 +16,6 @@ use crate::oidc::Verifier;
 
 /// How often an idle service checks that the Kubernetes API still answers.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
-/// How often issuer keys are refreshed in the background.
-const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
 /// Where to listen.
 #[derive(Debug, Clone, Copy)]
@@ -124,36 +122,38 @@ impl Application {
         )
         .with_graceful_shutdown(wait(stop_rx));
         let result = tokio::try_join!(public.into_future(), admin.into_future());
-        background.abort();
+        for task in background {
+            task.abort();
+        }
         result.map(drop).map_err(Into::into)
     }
 }
 
+/// Background work: a Kubernetes API probe when the service is idle, and each issuer's
+/// periodic key refresh. Aborted at shutdown.
 fn spawn_background(
     state: AppState,
     client: kube::Client,
     timeout: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
-        let mut keys_tick = tokio::time::interval(KEY_REFRESH_INTERVAL);
-        probe_tick.tick().await;
-        keys_tick.tick().await;
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks: Vec<_> = state
+        .verifier
+        .issuers()
+        .map(|issuer| {
+            let issuer = Arc::clone(issuer);
+            tokio::spawn(async move { issuer.keys().refresh_periodically().await })
+        })
+        .collect();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
         loop {
-            tokio::select! {
-                _ = probe_tick.tick() => {
-                    if state.api_contact.is_stale(PROBE_INTERVAL) {
-                        probe(&client, &state.api_contact, timeout).await;
-                    }
-                }
-                _ = keys_tick.tick() => {
-                    for issuer in state.verifier.issuers() {
-                        issuer.keys().refresh().await;
-                    }
-                }
+            tick.tick().await;
+            if state.api_contact.is_stale(PROBE_INTERVAL) {
+                probe(&client, &state.api_contact, timeout).await;
             }
         }
-    })
+    }));
+    tasks
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -29,6 +29,8 @@ pub struct RawIssuer {
     pub max_token_lifetime: Option<ConfigDuration>,
     #[serde(default)]
     pub require_claims: Vec<String>,
+    #[serde(default)]
+    pub replay_protection: bool,
 }
 
 type KeyError = (String, String);
@@ -75,6 +77,7 @@ impl RawIssuer {
                 .max_token_lifetime
                 .map_or(DEFAULT_MAX_TOKEN_LIFETIME, |d| d.0),
             require_claims: self.require_claims.clone(),
+            replay_protection: self.replay_protection,
         })
     }
 

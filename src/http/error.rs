@@ -61,7 +61,7 @@ impl ApiError {
         match self {
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::MissingCredential => StatusCode::UNAUTHORIZED,
-            Self::InvalidToken(VerifyError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidToken(error) if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -77,7 +77,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
-            Self::InvalidToken(VerifyError::KeysUnavailable) => "temporarily_unavailable",
+            Self::InvalidToken(error) if error.is_unavailable() => "temporarily_unavailable",
             Self::MissingCredential | Self::InvalidToken(_) => "invalid_token",
             Self::AccessDenied(_) => "access_denied",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -113,7 +113,7 @@ impl IntoResponse for ApiError {
             Self::MissingCredential => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::InvalidToken(VerifyError::KeysUnavailable) => {
+            Self::InvalidToken(error) if error.is_unavailable() => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),

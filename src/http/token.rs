@@ -16,7 +16,6 @@ use super::error::ApiError;
 use super::extract::bearer_token;
 use crate::audit::{AuditRecord, Outcome, sha256_hex};
 use crate::k8s::{MintRequest, MintedToken};
-use crate::oidc::VerifyError;
 use crate::policy::{Denial, Grant, Request, ServiceAccountRef};
 
 /// The optional JSON body.
@@ -124,7 +123,7 @@ async fn exchange(
     audit: &mut AuditRecord,
 ) -> Result<Issued, ApiError> {
     let request = parse_body(headers, body)?;
-    let verified = app
+    let mut verified = app
         .verifier
         .verify(credential.expose_secret(), unix_now())
         .await
@@ -160,6 +159,9 @@ async fn exchange(
         expiration_secs: grant.expiration_secs,
     };
     let minted = app.minter.mint(&mint).await.map_err(ApiError::Upstream)?;
+    if let Some(reservation) = verified.reservation.take() {
+        reservation.commit();
+    }
     audit.audiences = Some(minted.audiences.clone());
     Ok(Issued { grant, minted })
 }
@@ -236,8 +238,8 @@ fn denied(
 fn outcome_of<T>(result: &Result<T, ApiError>) -> (Outcome, String) {
     match result {
         Ok(_) => (Outcome::Issued, "issued".to_owned()),
-        Err(ApiError::InvalidToken(VerifyError::KeysUnavailable)) => {
-            (Outcome::Error, "keys_unavailable".to_owned())
+        Err(ApiError::InvalidToken(error)) if error.is_unavailable() => {
+            (Outcome::Error, error.reason().to_owned())
         }
         Err(ApiError::InvalidToken(error)) => (Outcome::InvalidToken, error.reason().to_owned()),
         Err(ApiError::MissingCredential) => {

@@ -1,9 +1,12 @@
 //! One issuer's key cache: a read-locked fast path, a refresh on an unknown `kid` that is
-//! single-flight and rate-limited, and a refresh that never replaces good keys with nothing.
+//! single-flight and rate-limited (with a bounded memory of kids just found unknown), periodic
+//! refreshes paced by the issuer's `Cache-Control: max-age`, a refresh that never replaces good
+//! keys with nothing, and keys that stop being trusted when no refresh has succeeded for too long.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::jwks::{KeyMap, VerifyingKey, parse_key_set};
@@ -12,6 +15,18 @@ use crate::metrics::Metrics;
 /// At most one refresh per issuer per this period, however many unknown `kid`s arrive:
 /// a flood of made-up key ids must not become a flood of requests to the issuer.
 pub const REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
+/// Keys are served from cache during an issuer outage for this long after the last successful
+/// fetch; then lookups fail closed (503) until a fetch succeeds.
+pub const MAX_STALENESS: Duration = Duration::from_secs(24 * 3600);
+/// Bounds on the periodic refresh interval, whatever `max-age` says.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+pub const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// The periodic refresh interval when the issuer sends no `max-age`.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
+/// After a failed periodic refresh, try again this soon.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(60);
+/// Unknown kids remembered (for the cooldown) at most.
+const MAX_REMEMBERED_MISSES: usize = 1024;
 
 /// A boxed future, for the I/O seam below.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -19,7 +34,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Where an issuer's keys come from: the I/O seam of verification.
 pub trait KeyFetcher: Send + Sync {
     /// The raw JWKS document, or why it could not be had.
-    fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>>;
+    fn fetch(&self) -> BoxFuture<'_, Result<Fetched, FetchError>>;
+}
+
+/// A fetched JWKS document and how long the issuer says it may be cached.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub body: Vec<u8>,
+    pub max_age: Option<Duration>,
 }
 
 /// Why fetching keys failed; logged, never shown to callers.
@@ -44,6 +66,7 @@ pub enum KeyLookupError {
 struct KeyState {
     keys: Arc<KeyMap>,
     last_success: Option<Instant>,
+    refresh_interval: Option<Duration>,
 }
 
 /// The keys of one issuer.
@@ -54,6 +77,9 @@ pub struct KeyCache {
     state: RwLock<KeyState>,
     /// Held for the duration of a refresh; the instant is the last attempt.
     refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Kids found unknown by a refresh, and when: asked again within the cooldown, they are
+    /// refused without waiting for the refresh lock.
+    misses: Mutex<HashMap<String, Instant>>,
 }
 
 impl KeyCache {
@@ -64,6 +90,7 @@ impl KeyCache {
             metrics,
             state: RwLock::default(),
             refresh: tokio::sync::Mutex::new(None),
+            misses: Mutex::default(),
         }
     }
 
@@ -71,6 +98,9 @@ impl KeyCache {
     pub async fn key(&self, kid: &str) -> Result<Arc<VerifyingKey>, KeyLookupError> {
         if let Some(key) = self.cached(kid) {
             return Ok(key);
+        }
+        if self.missed_recently(kid) {
+            return Err(self.miss());
         }
         let mut last_attempt = self.refresh.lock().await;
         // Whoever held the lock before us may have fetched this very key.
@@ -82,7 +112,45 @@ impl KeyCache {
             self.fetch_now().await;
         }
         drop(last_attempt);
-        self.cached(kid).ok_or_else(|| self.miss())
+        self.cached(kid).ok_or_else(|| {
+            self.remember_miss(kid);
+            self.miss()
+        })
+    }
+
+    fn missed_recently(&self, kid: &str) -> bool {
+        let misses = self.misses.lock().unwrap_or_else(PoisonError::into_inner);
+        misses
+            .get(kid)
+            .is_some_and(|at| at.elapsed() < REFRESH_COOLDOWN)
+    }
+
+    fn remember_miss(&self, kid: &str) {
+        let mut misses = self.misses.lock().unwrap_or_else(PoisonError::into_inner);
+        if misses.len() >= MAX_REMEMBERED_MISSES {
+            misses.retain(|_, at| at.elapsed() < REFRESH_COOLDOWN);
+        }
+        if misses.len() < MAX_REMEMBERED_MISSES {
+            misses.insert(kid.to_owned(), Instant::now());
+        }
+    }
+
+    /// Refreshes periodically, forever: at the issuer's `max-age` (clamped), sooner after a failure.
+    pub async fn refresh_periodically(&self) {
+        loop {
+            let interval = self
+                .read()
+                .refresh_interval
+                .unwrap_or(DEFAULT_REFRESH_INTERVAL);
+            let wait = match self.read().last_success {
+                Some(at) => interval.saturating_sub(at.elapsed()),
+                None => RETRY_INTERVAL,
+            };
+            tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
+            if !self.refresh().await {
+                tokio::time::sleep(RETRY_INTERVAL).await;
+            }
+        }
     }
 
     /// Fetches now, regardless of the cooldown (startup and periodic refresh). Returns whether
@@ -93,13 +161,18 @@ impl KeyCache {
         self.fetch_now().await
     }
 
-    /// Whether any key is cached.
+    /// Whether usable keys are cached: some were loaded, and not too long ago.
     pub fn has_keys(&self) -> bool {
-        !self.read().keys.is_empty()
+        let state = self.read();
+        !state.keys.is_empty() && is_fresh(&state)
     }
 
     fn cached(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
-        self.read().keys.get(kid).cloned()
+        let state = self.read();
+        if !is_fresh(&state) {
+            return None;
+        }
+        state.keys.get(kid).cloned()
     }
 
     fn miss(&self) -> KeyLookupError {
@@ -118,11 +191,13 @@ impl KeyCache {
 
     async fn fetch_now(&self) -> bool {
         let outcome = match self.fetcher.fetch().await {
-            Ok(body) => parse_key_set(&body).map_err(|e| e.to_string()),
+            Ok(fetched) => parse_key_set(&fetched.body)
+                .map(|parsed| (parsed, fetched.max_age))
+                .map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),
         };
         match outcome {
-            Ok((keys, skipped)) => {
+            Ok(((keys, skipped), max_age)) => {
                 tracing::info!(issuer = %self.issuer, keys = keys.len(), skipped, "issuer keys loaded");
                 self.metrics.jwks_fetched(&self.issuer, keys.len());
                 let mut state = self
@@ -132,7 +207,14 @@ impl KeyCache {
                 *state = KeyState {
                     keys: Arc::new(keys),
                     last_success: Some(Instant::now()),
+                    refresh_interval: max_age
+                        .map(|age| age.clamp(MIN_REFRESH_INTERVAL, MAX_REFRESH_INTERVAL)),
                 };
+                drop(state);
+                self.misses
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
                 true
             }
             Err(reason) => {
@@ -149,18 +231,23 @@ impl KeyCache {
     }
 }
 
+fn is_fresh(state: &KeyState) -> bool {
+    state
+        .last_success
+        .is_some_and(|at| at.elapsed() <= MAX_STALENESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dev::keys::SigningKey;
     use jsonwebtoken::Algorithm;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Serves a scripted sequence of JWKS bodies (or failures) and counts fetches.
     struct ScriptedFetcher {
         fetches: AtomicUsize,
-        answers: Mutex<Vec<Result<Vec<u8>, String>>>,
+        answers: std::sync::Mutex<Vec<Result<Vec<u8>, String>>>,
         delay: Duration,
     }
 
@@ -175,17 +262,24 @@ mod tests {
     }
 
     impl KeyFetcher for ScriptedFetcher {
-        fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>> {
+        fn fetch(&self) -> BoxFuture<'_, Result<Fetched, FetchError>> {
             Box::pin(async move {
                 self.fetches.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(self.delay).await;
-                let mut answers = self.answers.lock().unwrap();
-                let answer = if answers.len() > 1 {
-                    answers.remove(0)
-                } else {
-                    answers[0].clone()
+                let answer = {
+                    let mut answers = self.answers.lock().unwrap();
+                    if answers.len() > 1 {
+                        answers.remove(0)
+                    } else {
+                        answers[0].clone()
+                    }
                 };
-                answer.map_err(FetchError::Http)
+                answer
+                    .map(|body| Fetched {
+                        body,
+                        max_age: None,
+                    })
+                    .map_err(FetchError::Http)
             })
         }
     }
@@ -255,5 +349,29 @@ mod tests {
         assert!(cache.key(new.kid()).await.is_ok());
         // Removed keys are dropped at the next successful refresh.
         assert!(cache.cached(old.kid()).is_none());
+    }
+}
+
+#[cfg(test)]
+mod staleness_tests {
+    use super::*;
+
+    #[test]
+    fn keys_older_than_the_maximum_staleness_are_not_used() {
+        let fresh = KeyState {
+            last_success: Some(Instant::now()),
+            ..KeyState::default()
+        };
+        assert!(is_fresh(&fresh));
+        let Some(long_ago) = Instant::now().checked_sub(MAX_STALENESS + Duration::from_secs(1))
+        else {
+            return; // the monotonic clock started too recently to express this
+        };
+        let stale = KeyState {
+            last_success: Some(long_ago),
+            ..KeyState::default()
+        };
+        assert!(!is_fresh(&stale));
+        assert!(!is_fresh(&KeyState::default()));
     }
 }

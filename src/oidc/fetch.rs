@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::cache::{BoxFuture, FetchError, KeyFetcher};
+use super::cache::{BoxFuture, FetchError, Fetched, KeyFetcher};
 use super::{IssuerSettings, KeySource};
 
 /// Largest discovery or JWKS body read; the rest is never buffered.
@@ -81,7 +81,7 @@ impl HttpKeyFetcher {
             "{}/.well-known/openid-configuration",
             self.issuer_url.trim_end_matches('/')
         );
-        let body = self.get(&discovery_url).await?;
+        let body = self.get(&discovery_url).await?.body;
         let document: Discovery = serde_json::from_slice(&body)
             .map_err(|_| FetchError::Discovery("not a discovery document".into()))?;
         // OIDC Discovery §4.3: the document must name exactly the issuer we asked.
@@ -103,7 +103,7 @@ impl HttpKeyFetcher {
         Ok(jwks)
     }
 
-    async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+    async fn get(&self, url: &str) -> Result<Fetched, FetchError> {
         let mut response = self
             .client
             .get(url)
@@ -115,6 +115,7 @@ impl HttpKeyFetcher {
         if !status.is_success() {
             return Err(FetchError::Http(format!("GET {url}: HTTP {status}")));
         }
+        let max_age = max_age(response.headers());
         if response
             .content_length()
             .is_some_and(|len| len > MAX_BODY_BYTES as u64)
@@ -136,8 +137,26 @@ impl HttpKeyFetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok(Fetched { body, max_age })
     }
+}
+
+/// `Cache-Control: max-age=N`, when the response allows caching at all.
+fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
+    let directives: Vec<&str> = value.split(',').map(str::trim).collect();
+    if directives
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("no-cache"))
+    {
+        return Some(Duration::ZERO);
+    }
+    directives.iter().find_map(|d| {
+        let (name, seconds) = d.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| seconds.trim().parse().ok().map(Duration::from_secs))?
+    })
 }
 
 fn without_url(error: &reqwest::Error) -> String {
@@ -164,10 +183,59 @@ fn without_url(error: &reqwest::Error) -> String {
 }
 
 impl KeyFetcher for HttpKeyFetcher {
-    fn fetch(&self) -> BoxFuture<'_, Result<Vec<u8>, FetchError>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<Fetched, FetchError>> {
         Box::pin(async move {
             let url = self.jwks_url().await?;
             self.get(url.as_str()).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{CACHE_CONTROL, HeaderMap, HeaderValue};
+
+    fn cache_control(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_str(value).unwrap());
+        max_age(&headers)
+    }
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            cache_control("public, max-age=3600"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(cache_control("MAX-AGE = 60"), Some(Duration::from_secs(60)));
+        assert_eq!(cache_control("no-store"), Some(Duration::ZERO));
+        assert_eq!(cache_control("public"), None);
+        assert_eq!(cache_control("max-age=soon"), None);
+        assert_eq!(max_age(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn endpoints_must_be_https_or_loopback_http() {
+        for ok in [
+            "https://idp.example.com",
+            "https://idp.example.com/path",
+            "http://127.0.0.1:5556",
+            "http://localhost/x",
+            "http://[::1]:1",
+        ] {
+            assert!(check_endpoint_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example.com",
+            "ftp://idp",
+            "https://idp?x=1",
+            "https://idp#f",
+            "https://user:pw@idp",
+            "not a url",
+            "http://127.0.0.2",
+        ] {
+            assert!(check_endpoint_url(bad).is_err(), "{bad}");
+        }
     }
 }

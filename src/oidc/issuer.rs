@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 
+use std::sync::Arc;
+
 use super::cache::{KeyCache, KeyLookupError};
-use super::claims::{ClaimSet, RegisteredClaims, reject_control_characters};
+use super::claims::{ClaimError, ClaimSet, RegisteredClaims, reject_control_characters};
+use super::replay::{self, ReplayCache, ReplayError, Reservation};
 use super::token::UnverifiedToken;
 use super::{IssuerSettings, VerifiedToken, VerifyError};
 
@@ -19,6 +22,7 @@ pub struct Issuer {
     settings: IssuerSettings,
     validations: HashMap<Algorithm, Validation>,
     keys: KeyCache,
+    replays: Option<Arc<ReplayCache>>,
 }
 
 impl Issuer {
@@ -28,10 +32,14 @@ impl Issuer {
             .iter()
             .map(|&alg| (alg, strict_validation(&settings, alg)))
             .collect();
+        let replays = settings
+            .replay_protection
+            .then(|| ReplayCache::new(replay::DEFAULT_CAPACITY));
         Self {
             settings,
             validations,
             keys,
+            replays,
         }
     }
 
@@ -71,11 +79,34 @@ impl Issuer {
             RegisteredClaims::from_claims(&claims).map_err(VerifyError::InvalidClaims)?;
         self.check_times(&registered, now)?;
         reject_control_characters(&claims).map_err(VerifyError::InvalidClaims)?;
+        let reservation = self.reserve(&registered, now)?;
         Ok(VerifiedToken {
             issuer: self.settings.name.clone(),
             registered,
             claims,
+            reservation,
         })
+    }
+
+    /// With replay protection, marks `(iss, jti)` as in use until the token expires.
+    fn reserve(
+        &self,
+        claims: &RegisteredClaims,
+        now: u64,
+    ) -> Result<Option<Reservation>, VerifyError> {
+        let Some(replays) = &self.replays else {
+            return Ok(None);
+        };
+        let Some(jti) = &claims.jti else {
+            return Err(VerifyError::InvalidClaims(ClaimError::Invalid("jti")));
+        };
+        replays
+            .reserve(&claims.iss, jti, claims.exp + LEEWAY_SECS, now)
+            .map(Some)
+            .map_err(|error| match error {
+                ReplayError::Replayed => VerifyError::Replayed,
+                ReplayError::Full => VerifyError::ReplayCacheFull,
+            })
     }
 
     /// What the library does not check: `iat` in the future, and lifetimes beyond the issuer's cap.

@@ -9,6 +9,7 @@ mod claims;
 mod fetch;
 mod issuer;
 mod jwks;
+mod replay;
 mod token;
 
 use std::collections::HashMap;
@@ -19,11 +20,14 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-pub use cache::{BoxFuture, FetchError, KeyCache, KeyFetcher, REFRESH_COOLDOWN};
+pub use cache::{
+    BoxFuture, FetchError, Fetched, KeyCache, KeyFetcher, MAX_STALENESS, REFRESH_COOLDOWN,
+};
 pub use claims::{ClaimError, ClaimSet, RegisteredClaims};
 pub use fetch::{HttpKeyFetcher, MAX_BODY_BYTES, check_endpoint_url};
 pub use issuer::{Issuer, LEEWAY_SECS};
 pub use jwks::{JwksError, KeyKind, MAX_KEYS, VerifyingKey, parse_key_set};
+pub use replay::{ReplayCache, ReplayError, Reservation};
 pub use token::{MAX_KID_LEN, MAX_TOKEN_LEN, UnverifiedToken, has_token_shape};
 
 use crate::metrics::Metrics;
@@ -46,6 +50,8 @@ pub struct IssuerSettings {
     pub max_token_lifetime: Duration,
     /// Every policy on this issuer must pin one of these claims.
     pub require_claims: Vec<String>,
+    /// Each `(iss, jti)` may be exchanged once (per replica).
+    pub replay_protection: bool,
 }
 
 /// Where an issuer's keys are found.
@@ -85,6 +91,10 @@ pub enum VerifyError {
     InvalidClaims(ClaimError),
     #[error("issuer keys unavailable")]
     KeysUnavailable,
+    #[error("token already exchanged")]
+    Replayed,
+    #[error("replay cache full")]
+    ReplayCacheFull,
 }
 
 impl VerifyError {
@@ -104,6 +114,8 @@ impl VerifyError {
             Self::InvalidClaims(ClaimError::ControlCharacter) => "control_characters",
             Self::InvalidClaims(ClaimError::Invalid(_)) => "invalid_claims",
             Self::KeysUnavailable => "keys_unavailable",
+            Self::Replayed => "replayed",
+            Self::ReplayCacheFull => "replay_cache_full",
         }
     }
 
@@ -121,18 +133,27 @@ impl VerifyError {
                 "the token is malformed"
             }
             Self::KeysUnavailable => "the issuer's keys are unavailable; try again later",
+            Self::Replayed => "the token has already been used",
+            Self::ReplayCacheFull => "too many tokens in flight; try again later",
         }
+    }
+
+    /// Whether the failure is ours, not the token's: the caller should retry later (503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::KeysUnavailable | Self::ReplayCacheFull)
     }
 }
 
 /// An identity that passed verification.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct VerifiedToken {
     /// The issuer's config name.
     pub issuer: String,
     pub registered: RegisteredClaims,
     /// All claims, as signed.
     pub claims: Map<String, Value>,
+    /// With replay protection: the token's reservation, to commit once a token was issued.
+    pub reservation: Option<Reservation>,
 }
 
 /// Verifies tokens against the configured issuers.
