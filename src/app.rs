@@ -13,6 +13,7 @@ use crate::http::{AppState, admin_router, public_router};
 use crate::k8s::{ApiContact, KubeMinter, Minter, probe};
 use crate::metrics::Metrics;
 use crate::oidc::Verifier;
+use crate::server::{self, ServerLimits};
 
 /// How often an idle service checks that the Kubernetes API still answers.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
@@ -111,17 +112,22 @@ impl Application {
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let public = axum::serve(
+        let limits = ServerLimits::default();
+        let public = server::serve(
             self.public,
-            public_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(wait(stop_rx.clone()));
-        let admin = axum::serve(
+            public_router(self.state.clone()),
+            None,
+            limits,
+            wait(stop_rx.clone()),
+        );
+        let admin = server::serve(
             self.admin,
-            admin_router(Arc::clone(&self.state.metrics)).into_make_service(),
-        )
-        .with_graceful_shutdown(wait(stop_rx));
-        let result = tokio::try_join!(public.into_future(), admin.into_future());
+            admin_router(Arc::clone(&self.state.metrics)),
+            None,
+            limits,
+            wait(stop_rx),
+        );
+        let result = tokio::try_join!(public, admin);
         for task in background {
             task.abort();
         }

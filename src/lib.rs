@@ -16,4 +16,5 @@ pub mod k8s;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;
+pub mod server;
 pub mod telemetry;

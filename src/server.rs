@@ -1,0 +1,264 @@
+//! Serving a router on a TCP listener with the limits `axum::serve` does not set: a deadline
+//! for reading request headers (slowloris), a cap on concurrent connections, optional TLS with
+//! a handshake deadline, and a bounded drain at shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// Connection-level limits of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// A client must send a complete request head within this time, or the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further clients wait in the accept backlog.
+    pub max_connections: usize,
+    /// A TLS client must complete its handshake within this time.
+    pub handshake_timeout: Duration,
+    /// At shutdown, in-flight requests get this long to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` completes;
+/// then stops accepting, lets in-flight requests finish within the drain timeout, and returns.
+/// Handlers can extract `ConnectInfo<SocketAddr>`.
+///
+/// # Errors
+/// Only a failure of the listener itself, not of one connection.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // HTTP/1.1 only: the version sniffing of hyper-util's auto builder waits for a first byte
+    // with no deadline, and no client of ours needs HTTP/2.
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) if is_per_connection(&error) => continue,
+                Err(error) => return Err(error),
+            },
+        };
+        let router = router.clone();
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    router.clone().oneshot(request)
+                });
+            let outcome = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(tcp), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await
+                    else {
+                        tracing::debug!(%peer, "TLS handshake failed or timed out");
+                        return;
+                    };
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(error) = outcome {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout: closing connections with requests still in flight");
+    }
+    Ok(())
+}
+
+/// Errors about one incoming connection (reset before accept), not the listener.
+fn is_per_connection(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    )
+}
+
+/// The address a listener is bound to, for logs.
+pub fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn start(
+        limits: ServerLimits,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, router, None, limits, async move {
+            let _ = stopped.await;
+        }));
+        (addr, stop, task)
+    }
+
+    async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+        let mut buffer = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+                Err(_) => return false,
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {} // a 408 or similar before the close is fine
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_served_with_the_peer_address() {
+        let (addr, stop, task) = start(ServerLimits::default()).await;
+        let body = reqwest::get(format!("http://{addr}/peer"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "127.0.0.1");
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_slow_request_head_is_cut_off() {
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_millis(500),
+            ..ServerLimits::default()
+        };
+        let (addr, stop, _task) = start(limits).await;
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        assert!(
+            closed_within(&mut slow, Duration::from_secs(10)).await,
+            "slow head not closed"
+        );
+        let _ = stop.send(());
+    }
+
+    #[tokio::test]
+    async fn a_silent_or_idle_keep_alive_connection_is_closed() {
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_millis(500),
+            ..ServerLimits::default()
+        };
+        let (addr, stop, _task) = start(limits).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(10)).await,
+            "silent connection not closed"
+        );
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(10)).await,
+            "idle keep-alive connection not closed"
+        );
+        let _ = stop.send(());
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_wait_until_one_closes() {
+        let limits = ServerLimits {
+            max_connections: 1,
+            ..ServerLimits::default()
+        };
+        let (addr, stop, _task) = start(limits).await;
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        first
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buffer = [0u8; 256];
+        assert!(first.read(&mut buffer).await.unwrap() > 0);
+        let second = tokio::spawn(async move {
+            reqwest::get(format!("http://{addr}/peer"))
+                .await
+                .unwrap()
+                .status()
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "a second connection was served while the first was open"
+        );
+        drop(first);
+        assert_eq!(second.await.unwrap(), 200);
+        let _ = stop.send(());
+    }
+}
