@@ -129,6 +129,21 @@ async fn a_minted_token_authenticates_its_own_self_subject_review() {
 }
 
 #[tokio::test]
+async fn an_in_process_minted_token_authenticates_like_a_requested_one() {
+    let server = start(options()).await;
+    let token = server.mint_token("payments", "other", &[], 600).unwrap();
+    let reply = post(&server, SELF_SUBJECT_REVIEWS, Some(&token), "{}").await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(
+        reply.json()["status"]["userInfo"]["username"],
+        "system:serviceaccount:payments:other"
+    );
+    assert_eq!(server.token_requests(), 0);
+    assert!(server.mint_token("payments", "ghost", &[], 600).is_err());
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_token_for_a_foreign_audience_does_not_authenticate_requests() {
     let server = start(options()).await;
     let token = mint_bound_token(&server, &["https://vault.example.com"]).await;
