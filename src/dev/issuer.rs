@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::keys::SigningKey;
+use super::keys::{SigningKey, jwk_set};
 
 /// Lifetime of a minted ID token when the caller does not ask for one.
 const DEFAULT_TTL_SECONDS: u64 = 600;
@@ -206,12 +206,8 @@ async fn discovery(State(state): State<Arc<IssuerState>>) -> Response {
 
 async fn jwks(State(state): State<Arc<IssuerState>>) -> Response {
     state.jwks_fetches.fetch_add(1, Ordering::Relaxed);
-    let body = json!({"keys": [state.rsa.public_jwk_ordered(), state.ec.public_jwk_ordered()]});
-    (
-        [(header::CONTENT_TYPE, "application/jwk-set+json")],
-        body.to_string(),
-    )
-        .into_response()
+    let body = jwk_set(&[&state.rsa, &state.ec]);
+    ([(header::CONTENT_TYPE, "application/jwk-set+json")], body).into_response()
 }
 
 /// `POST /token` body.
@@ -381,6 +377,16 @@ mod tests {
     async fn jwks_holds_the_rsa_and_the_ec_key() {
         let issuer = start().await;
         let jwks = served_jwks(&issuer).await;
+        let raw = reqwest::get(format!("{}/jwks", issuer.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            raw.starts_with(r#"{"keys":[{"use":"sig","kty":"RSA","kid":"#),
+            "{raw}"
+        );
         let kids: Vec<_> = jwks
             .keys
             .iter()
@@ -393,7 +399,7 @@ mod tests {
                 issuer.key(Algorithm::ES256).kid().to_owned()
             ]
         );
-        assert_eq!(issuer.jwks_fetches(), 1);
+        assert_eq!(issuer.jwks_fetches(), 2);
         issuer.shutdown().await;
     }
 

@@ -189,6 +189,18 @@ impl PublicJwk {
     }
 }
 
+/// A JWKS document `{"keys":[...]}` with each key in go-jose's field order.
+pub fn jwk_set(keys: &[&SigningKey]) -> String {
+    #[derive(Serialize)]
+    struct JwkSet<'a> {
+        keys: Vec<&'a PublicJwk>,
+    }
+    let set = JwkSet {
+        keys: keys.iter().map(|key| key.public_jwk_ordered()).collect(),
+    };
+    serde_json::to_string(&set).expect("a JWK set of strings always serialises")
+}
+
 /// base64url-nopad(SHA-256(spki_der)): kube-apiserver's `keyIDFromPublicKey`.
 pub fn key_id(spki_der: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
@@ -245,6 +257,19 @@ mod tests {
         );
         assert!(text.starts_with(&prefix), "{text}");
         assert!(text.ends_with(r#","e":"AQAB"}"#), "{text}");
+    }
+
+    #[test]
+    fn a_jwk_set_keeps_each_keys_field_order() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let set = jwk_set(&[&key]);
+        assert!(
+            set.starts_with(&format!(
+                r#"{{"keys":[{{"use":"sig","kty":"EC","kid":"{}","crv":"P-256","alg":"ES256","x":"#,
+                key.kid()
+            )),
+            "{set}"
+        );
     }
 
     #[test]

@@ -1,0 +1,248 @@
+//! Request-body decoding as `createHandler` does it: input media-type negotiation (415), the
+//! decode with the endpoint's group/version/kind as the default (400), and unknown fields,
+//! which the default `fieldValidation=Warn` turns into `Warning` headers.
+
+use axum::http::{HeaderMap, header};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::status::Status;
+
+/// The fields a type accepts; `None` children are not checked further (free-form maps, or
+/// parts whose fields the stand-in ignores).
+pub struct Schema {
+    pub fields: &'static [(&'static str, Option<&'static Schema>)],
+}
+
+/// The type an endpoint decodes.
+pub struct ApiType {
+    pub group_version: &'static str,
+    pub kind: &'static str,
+    pub schema: &'static Schema,
+}
+
+/// `ObjectMeta`'s fields.
+pub static OBJECT_META: Schema = Schema {
+    fields: &[
+        ("name", None),
+        ("generateName", None),
+        ("namespace", None),
+        ("selfLink", None),
+        ("uid", None),
+        ("resourceVersion", None),
+        ("generation", None),
+        ("creationTimestamp", None),
+        ("deletionTimestamp", None),
+        ("deletionGracePeriodSeconds", None),
+        ("labels", None),
+        ("annotations", None),
+        ("ownerReferences", None),
+        ("finalizers", None),
+        ("managedFields", None),
+    ],
+};
+
+/// The decoded body and the warnings it earned.
+pub struct Decoded<T> {
+    pub object: T,
+    pub warnings: Vec<String>,
+}
+
+/// Decodes a create body as `T`.
+///
+/// # Errors
+/// 415 for a media type other than JSON (YAML is accepted when the body is JSON, which is
+/// valid YAML), 400 for a body that is not a JSON object, names another kind, or has fields
+/// of the wrong type.
+pub fn decode<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    api: &ApiType,
+) -> Result<Decoded<T>, Status> {
+    check_media_type(headers)?;
+    let unrecognized = |error: &dyn std::fmt::Display| {
+        Status::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): {error} ({})",
+            api.kind,
+            summarize(body)
+        ))
+    };
+    let value: Value = serde_json::from_slice(body).map_err(|e| unrecognized(&e))?;
+    let Value::Object(object) = value else {
+        return Err(unrecognized(
+            &"couldn't get version/kind; json parse error: expected an object",
+        ));
+    };
+    let text_field = |name: &str| {
+        object
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let group_version = text_field("apiVersion").unwrap_or_else(|| api.group_version.to_owned());
+    let kind = text_field("kind").unwrap_or_else(|| api.kind.to_owned());
+    let version = group_version.rsplit('/').next().unwrap_or_default();
+    let cannot_handle = |error: &dyn std::fmt::Display| {
+        Status::bad_request(format!(
+            "{kind} in version {version:?} cannot be handled as a {}: {error}",
+            api.kind
+        ))
+    };
+    if (group_version.as_str(), kind.as_str()) != (api.group_version, api.kind) {
+        return Err(cannot_handle(&format!(
+            "no kind {kind:?} is registered for version {group_version:?} in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+        )));
+    }
+    let mut warnings = Vec::new();
+    unknown_fields(&object, api.schema, "", &mut warnings);
+    let object = serde_json::from_value(Value::Object(object)).map_err(|e| cannot_handle(&e))?;
+    Ok(Decoded { object, warnings })
+}
+
+/// A missing Content-Type means JSON; parameters such as `charset` are ignored.
+fn check_media_type(headers: &HeaderMap) -> Result<(), Status> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let media_type = value.to_str().unwrap_or_default();
+    let essence = media_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" | "application/yaml" => Ok(()),
+        _ => Err(Status::unsupported_media_type()),
+    }
+}
+
+fn unknown_fields(
+    object: &Map<String, Value>,
+    schema: &Schema,
+    prefix: &str,
+    warnings: &mut Vec<String>,
+) {
+    for (name, value) in object {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match schema.fields.iter().find(|(field, _)| field == name) {
+            None => warnings.push(format!("unknown field {path:?}")),
+            Some((_, Some(child))) => {
+                if let Value::Object(inner) = value {
+                    unknown_fields(inner, child, &path, warnings);
+                }
+            }
+            Some((_, None)) => {}
+        }
+    }
+}
+
+/// apiserver's `summarizeData(body, 30)`.
+fn summarize(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "<empty>".into();
+    }
+    let text = String::from_utf8_lossy(body);
+    if text.chars().count() > 30 {
+        let head: String = text.chars().take(30).collect();
+        format!("{head} ...")
+    } else {
+        text.into_owned()
+    }
+}
+
+/// The `Warning` header value for `text`: `299 - "<text>"`.
+pub fn warning_header(text: &str) -> String {
+    format!("299 - {text:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SPEC: Schema = Schema {
+        fields: &[("audiences", None)],
+    };
+    static ROOT: Schema = Schema {
+        fields: &[
+            ("apiVersion", None),
+            ("kind", None),
+            ("metadata", Some(&OBJECT_META)),
+            ("spec", Some(&SPEC)),
+        ],
+    };
+    static TYPE: ApiType = ApiType {
+        group_version: "authentication.k8s.io/v1",
+        kind: "TokenRequest",
+        schema: &ROOT,
+    };
+
+    fn json_headers(content_type: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", content_type.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn unknown_fields_become_warnings_with_their_full_path() {
+        let body = br#"{"spec":{"audiences":[],"foo":1},"bar":true}"#;
+        let decoded = decode::<Value>(&HeaderMap::new(), body, &TYPE).unwrap();
+        assert_eq!(
+            decoded.warnings,
+            [r#"unknown field "bar""#, r#"unknown field "spec.foo""#]
+        );
+        assert_eq!(
+            warning_header(&decoded.warnings[1]),
+            r#"299 - "unknown field \"spec.foo\"""#
+        );
+    }
+
+    #[test]
+    fn a_wrong_kind_cannot_be_handled() {
+        let body = br#"{"apiVersion":"v1","kind":"ConfigMap"}"#;
+        let status = decode::<Value>(&HeaderMap::new(), body, &TYPE)
+            .err()
+            .unwrap();
+        assert_eq!(status.code, 400);
+        assert!(
+            status
+                .message
+                .starts_with(r#"ConfigMap in version "v1" cannot be handled as a TokenRequest: "#)
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_unrecognized() {
+        let status = decode::<Value>(&HeaderMap::new(), b"not json", &TYPE)
+            .err()
+            .unwrap();
+        assert_eq!((status.code, status.reason), (400, "BadRequest"));
+        assert!(
+            status.message.starts_with(
+                "the object provided is unrecognized (must be of type TokenRequest): "
+            )
+        );
+        assert!(status.message.ends_with("(not json)"));
+    }
+
+    #[test]
+    fn media_type_parameters_are_ignored_and_other_types_refused() {
+        assert!(
+            decode::<Value>(
+                &json_headers("application/json; charset=utf-8"),
+                b"{}",
+                &TYPE
+            )
+            .is_ok()
+        );
+        let status = decode::<Value>(&json_headers("text/plain"), b"{}", &TYPE)
+            .err()
+            .unwrap();
+        assert_eq!(status.code, 415);
+    }
+}

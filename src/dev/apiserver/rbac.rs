@@ -1,0 +1,490 @@
+//! Authorization: kube-apiserver's request attributes, RBAC rule matching (`rbac.go`
+//! `RuleAllows`), the built-in grants every cluster has, and the 403 body.
+
+use axum::http::Method;
+
+use super::authn::UserInfo;
+use super::status::{GroupResource, Status};
+
+/// One RBAC permission granted to a user or a group: the rule of a Role (when `namespace` is
+/// set) or of a ClusterRole bound cluster-wide (when it is `None`).
+///
+/// `user` is matched against the username and, as a RoleBinding subject of kind Group would be,
+/// against the user's groups. `"*"` is a wildcard in `verbs`, `api_groups` and `resources`;
+/// `resources` entries are matched against `resource/subresource` (and `*/subresource`);
+/// non-empty `resource_names` restrict the rule to those names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RbacRule {
+    pub user: String,
+    pub verbs: Vec<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub resource_names: Vec<String>,
+    /// `None`: cluster-wide (ClusterRole + ClusterRoleBinding).
+    pub namespace: Option<String>,
+}
+
+fn owned(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+impl RbacRule {
+    /// A cluster-wide rule.
+    pub fn allow(user: &str, verbs: &[&str], api_groups: &[&str], resources: &[&str]) -> Self {
+        Self {
+            user: user.to_owned(),
+            verbs: owned(verbs),
+            api_groups: owned(api_groups),
+            resources: owned(resources),
+            ..Self::default()
+        }
+    }
+
+    /// Restricts the rule to one namespace (a Role instead of a ClusterRole).
+    #[must_use]
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// Restricts the rule to these object names.
+    #[must_use]
+    pub fn named(mut self, names: &[&str]) -> Self {
+        self.resource_names = owned(names);
+        self
+    }
+
+    /// `create serviceaccounts/token` for the named service accounts of `namespace` (all of
+    /// them when `names` is empty): what tokenvend needs.
+    pub fn create_tokens(user: &str, namespace: &str, names: &[&str]) -> Self {
+        Self::allow(user, &["create"], &[""], &["serviceaccounts/token"])
+            .in_namespace(namespace)
+            .named(names)
+    }
+
+    /// `create tokenreviews.authentication.k8s.io`, as `system:auth-delegator` grants.
+    pub fn review_tokens(user: &str) -> Self {
+        Self::allow(
+            user,
+            &["create"],
+            &["authentication.k8s.io"],
+            &["tokenreviews"],
+        )
+    }
+
+    fn applies_to(&self, user: &UserInfo) -> bool {
+        self.user == user.username || user.groups.contains(&self.user)
+    }
+
+    /// `RuleAllows` for a resource request; rules never grant non-resource URLs.
+    fn allows(&self, user: &UserInfo, request: &RequestInfo) -> bool {
+        let Some(resource) = &request.resource else {
+            return false;
+        };
+        let scope_matches = match &self.namespace {
+            None => true,
+            Some(namespace) => request.namespace.as_deref() == Some(namespace.as_str()),
+        };
+        self.applies_to(user)
+            && scope_matches
+            && matches_any(&self.verbs, &request.verb)
+            && matches_any(&self.api_groups, &resource.api_group)
+            && self.resource_matches(resource)
+            && (self.resource_names.is_empty() || self.resource_names.contains(&resource.name))
+    }
+
+    fn resource_matches(&self, resource: &ResourceAttributes) -> bool {
+        let combined = resource.combined();
+        self.resources.iter().any(|rule| {
+            rule == "*"
+                || *rule == combined
+                || (!resource.subresource.is_empty()
+                    && *rule == format!("*/{}", resource.subresource))
+        })
+    }
+}
+
+fn matches_any(allowed: &[String], requested: &str) -> bool {
+    allowed.iter().any(|item| item == "*" || item == requested)
+}
+
+/// kube-apiserver's `RequestInfo`: what a request asks to do, as the authorizer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub verb: String,
+    pub path: String,
+    pub namespace: Option<String>,
+    /// `None` for a non-resource request (`/version`, `/openid/v1/jwks`, ...).
+    pub resource: Option<ResourceAttributes>,
+}
+
+/// The resource half of a `RequestInfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceAttributes {
+    pub api_group: String,
+    pub api_version: String,
+    pub resource: String,
+    pub subresource: String,
+    pub name: String,
+}
+
+impl ResourceAttributes {
+    fn combined(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+}
+
+impl RequestInfo {
+    /// Parses a request the way `RequestInfoFactory.NewRequestInfo` does.
+    pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Self {
+        let parts: Vec<&str> = path
+            .trim_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let non_resource = || RequestInfo {
+            verb: method.as_str().to_ascii_lowercase(),
+            path: path.to_owned(),
+            namespace: None,
+            resource: None,
+        };
+        let (api_group, rest) = match parts.as_slice() {
+            ["api", rest @ ..] if rest.len() >= 2 => (String::new(), rest),
+            ["apis", group, rest @ ..] if rest.len() >= 2 => ((*group).to_owned(), rest),
+            _ => return non_resource(),
+        };
+        let api_version = rest[0].to_owned();
+        let mut parts = &rest[1..];
+        let mut namespace = None;
+        if parts.first() == Some(&"namespaces") && parts.len() > 1 {
+            namespace = Some(parts[1].to_owned());
+            if parts.len() > 2 && !matches!(parts[2], "status" | "finalize") {
+                parts = &parts[2..];
+            }
+        }
+        let resource = parts.first().map_or("", |p| *p).to_owned();
+        let name = parts.get(1).map_or("", |p| *p).to_owned();
+        let subresource = parts.get(2).map_or("", |p| *p).to_owned();
+        let verb = resource_verb(method, name.is_empty(), query);
+        RequestInfo {
+            verb,
+            path: path.to_owned(),
+            namespace,
+            resource: Some(ResourceAttributes {
+                api_group,
+                api_version,
+                resource,
+                subresource,
+                name,
+            }),
+        }
+    }
+}
+
+fn resource_verb(method: &Method, collection: bool, query: Option<&str>) -> String {
+    let watch = query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair == "watch=true" || pair == "watch=1")
+    });
+    let verb = match *method {
+        Method::POST => "create",
+        Method::GET | Method::HEAD if collection && watch => "watch",
+        Method::GET | Method::HEAD if collection => "list",
+        Method::GET | Method::HEAD => "get",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if collection => "deletecollection",
+        Method::DELETE => "delete",
+        _ => "",
+    };
+    verb.to_owned()
+}
+
+/// Decides requests: the built-in grants first, then the configured rules.
+pub fn authorize(rules: &[RbacRule], user: &UserInfo, request: &RequestInfo) -> Result<(), Status> {
+    if builtin_allows(user, request) || rules.iter().any(|rule| rule.allows(user, request)) {
+        Ok(())
+    } else {
+        Err(forbidden(user, request))
+    }
+}
+
+/// The default ClusterRoles and bindings every cluster has, as far as the stand-in's endpoints
+/// go: `system:masters` may do anything; `system:discovery`, `system:public-info-viewer` and
+/// `system:basic-user` for authenticated users; `system:public-info-viewer` for anonymous
+/// ones. Issuer discovery is granted to all authenticated users (kube binds it to
+/// `system:serviceaccounts` only; clusters commonly widen that).
+fn builtin_allows(user: &UserInfo, request: &RequestInfo) -> bool {
+    let in_group = |group: &str| user.groups.iter().any(|g| g == group);
+    if in_group("system:masters") {
+        return true;
+    }
+    let authenticated = in_group("system:authenticated");
+    match &request.resource {
+        None => {
+            let public = request.verb == "get"
+                && matches!(
+                    request.path.as_str(),
+                    "/version" | "/version/" | "/healthz" | "/livez" | "/readyz"
+                );
+            let discovery = request.verb == "get"
+                && (matches!(
+                    request.path.as_str(),
+                    "/api"
+                        | "/apis"
+                        | "/.well-known/openid-configuration"
+                        | "/.well-known/openid-configuration/"
+                        | "/openid/v1/jwks"
+                        | "/openid/v1/jwks/"
+                ) || request.path.starts_with("/api/")
+                    || request.path.starts_with("/apis/"));
+            public || (authenticated && discovery)
+        }
+        Some(resource) => {
+            authenticated
+                && request.verb == "create"
+                && matches!(
+                    (resource.api_group.as_str(), resource.resource.as_str()),
+                    ("authentication.k8s.io", "selfsubjectreviews")
+                        | (
+                            "authorization.k8s.io",
+                            "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+                        )
+                )
+        }
+    }
+}
+
+/// The 403 of `ForbiddenStatusError` with `forbiddenMessage`. The RBAC authorizer's reason is
+/// empty, as it is in kube unless role resolution failed.
+fn forbidden(user: &UserInfo, request: &RequestInfo) -> Status {
+    let username = &user.username;
+    let Some(resource) = &request.resource else {
+        let message = format!(
+            "User {username:?} cannot {} path {:?}",
+            request.verb, request.path
+        );
+        return Status::forbidden(
+            GroupResource {
+                group: "",
+                resource: "",
+            },
+            "",
+            &message,
+            "",
+        );
+    };
+    let scope = match &request.namespace {
+        Some(namespace) => format!("in the namespace {namespace:?}"),
+        None => "at the cluster scope".to_owned(),
+    };
+    let message = format!(
+        "User {username:?} cannot {} resource {:?} in API group {:?} {scope}",
+        request.verb,
+        resource.combined(),
+        resource.api_group
+    );
+    let group_resource = GroupResource {
+        group: &resource.api_group,
+        resource: &resource.resource,
+    };
+    Status::forbidden(group_resource, &resource.name, &message, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, groups: &[&str]) -> UserInfo {
+        UserInfo {
+            username: name.into(),
+            groups: owned(groups),
+            ..UserInfo::default()
+        }
+    }
+
+    fn token_request(namespace: &str, name: &str) -> RequestInfo {
+        let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token");
+        RequestInfo::parse(&Method::POST, &path, None)
+    }
+
+    #[test]
+    fn request_info_parses_the_token_subresource() {
+        let info = token_request("payments", "billing");
+        assert_eq!(info.verb, "create");
+        assert_eq!(info.namespace.as_deref(), Some("payments"));
+        let resource = info.resource.unwrap();
+        assert_eq!(
+            (resource.resource.as_str(), resource.name.as_str()),
+            ("serviceaccounts", "billing")
+        );
+        assert_eq!(resource.subresource, "token");
+    }
+
+    #[test]
+    fn request_info_tells_lists_gets_and_non_resource_paths_apart() {
+        let list = RequestInfo::parse(&Method::GET, "/api/v1/secrets", Some("limit=2"));
+        assert_eq!(
+            (list.verb.as_str(), list.namespace.as_deref()),
+            ("list", None)
+        );
+        let get = RequestInfo::parse(&Method::GET, "/api/v1/namespaces/ns", None);
+        assert_eq!(get.verb, "get");
+        assert_eq!(get.resource.unwrap().resource, "namespaces");
+        assert!(
+            RequestInfo::parse(&Method::GET, "/api/v1", None)
+                .resource
+                .is_none()
+        );
+        assert!(
+            RequestInfo::parse(&Method::GET, "/apis/authentication.k8s.io/v1", None)
+                .resource
+                .is_none()
+        );
+        let review = RequestInfo::parse(
+            &Method::POST,
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            None,
+        );
+        assert_eq!(review.resource.unwrap().api_group, "authentication.k8s.io");
+    }
+
+    #[test]
+    fn rules_match_subresources_wildcards_names_and_namespaces() {
+        let minter = user("minter", &["system:authenticated"]);
+        let cases = [
+            (
+                RbacRule::create_tokens("minter", "payments", &["billing"]),
+                "payments",
+                "billing",
+                true,
+            ),
+            (
+                RbacRule::create_tokens("minter", "payments", &["billing"]),
+                "payments",
+                "other",
+                false,
+            ),
+            (
+                RbacRule::create_tokens("minter", "payments", &[]),
+                "payments",
+                "other",
+                true,
+            ),
+            (
+                RbacRule::create_tokens("minter", "payments", &[]),
+                "web",
+                "billing",
+                false,
+            ),
+            (
+                RbacRule::allow("minter", &["create"], &[""], &["serviceaccounts"]),
+                "payments",
+                "billing",
+                false,
+            ),
+            (
+                RbacRule::allow("minter", &["create"], &[""], &["*/token"]),
+                "payments",
+                "billing",
+                true,
+            ),
+            (
+                RbacRule::allow("minter", &["*"], &["*"], &["*"]),
+                "payments",
+                "billing",
+                true,
+            ),
+            (
+                RbacRule::allow("minter", &["get"], &[""], &["serviceaccounts/token"]),
+                "payments",
+                "billing",
+                false,
+            ),
+            (
+                RbacRule::allow(
+                    "system:authenticated",
+                    &["create"],
+                    &[""],
+                    &["serviceaccounts/token"],
+                ),
+                "x",
+                "y",
+                true,
+            ),
+            (
+                RbacRule::allow("someone-else", &["*"], &["*"], &["*"]),
+                "payments",
+                "billing",
+                false,
+            ),
+        ];
+        for (rule, namespace, name, expected) in cases {
+            let allowed = authorize(
+                std::slice::from_ref(&rule),
+                &minter,
+                &token_request(namespace, name),
+            )
+            .is_ok();
+            assert_eq!(allowed, expected, "{rule:?} on {namespace}/{name}");
+        }
+    }
+
+    #[test]
+    fn forbidden_token_request_reads_like_kube_apiserver() {
+        let minter = user(
+            "system:serviceaccount:minter:minter",
+            &["system:authenticated"],
+        );
+        let status = authorize(&[], &minter, &token_request("payments", "billing")).unwrap_err();
+        assert_eq!(
+            serde_json::to_string(&status).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"serviceaccounts \"billing\" is forbidden: User \"system:serviceaccount:minter:minter\" cannot create resource \"serviceaccounts/token\" in API group \"\" in the namespace \"payments\"","reason":"Forbidden","details":{"name":"billing","kind":"serviceaccounts"},"code":403}"#
+        );
+    }
+
+    #[test]
+    fn cluster_scoped_forbidden_ends_at_the_cluster_scope() {
+        let request = RequestInfo::parse(
+            &Method::POST,
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            None,
+        );
+        let status =
+            authorize(&[], &user("alice", &["system:authenticated"]), &request).unwrap_err();
+        assert_eq!(
+            status.message,
+            r#"tokenreviews.authentication.k8s.io is forbidden: User "alice" cannot create resource "tokenreviews" in API group "authentication.k8s.io" at the cluster scope"#
+        );
+    }
+
+    #[test]
+    fn anonymous_users_may_not_read_the_jwks_but_authenticated_ones_may() {
+        let request = RequestInfo::parse(&Method::GET, "/openid/v1/jwks", None);
+        let anonymous = user("system:anonymous", &["system:unauthenticated"]);
+        let status = authorize(&[], &anonymous, &request).unwrap_err();
+        assert_eq!(
+            status.message,
+            r#"forbidden: User "system:anonymous" cannot get path "/openid/v1/jwks""#
+        );
+        assert!(authorize(&[], &user("a", &["system:authenticated"]), &request).is_ok());
+        let version = RequestInfo::parse(&Method::GET, "/version", None);
+        assert!(authorize(&[], &anonymous, &version).is_ok());
+    }
+
+    #[test]
+    fn every_authenticated_user_may_review_itself_and_masters_may_do_anything() {
+        let request = RequestInfo::parse(
+            &Method::POST,
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            None,
+        );
+        assert!(authorize(&[], &user("a", &["system:authenticated"]), &request).is_ok());
+        let admin = user("admin", &["system:masters", "system:authenticated"]);
+        assert!(authorize(&[], &admin, &token_request("any", "thing")).is_ok());
+    }
+}

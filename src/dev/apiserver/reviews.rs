@@ -1,0 +1,188 @@
+//! `tokenreviews` and `selfsubjectreviews` (authentication.k8s.io/v1): asking the API server
+//! who a token belongs to (kube-api.md §4).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::authn::{Caller, UserInfo};
+use super::decode::{self, ApiType, OBJECT_META, Schema};
+use super::rbac::RequestInfo;
+use super::state::ApiState;
+use super::status::Status;
+
+const GROUP_VERSION: &str = "authentication.k8s.io/v1";
+
+static TOKEN_REVIEW_SPEC: Schema = Schema {
+    fields: &[("token", None), ("audiences", None)],
+};
+static TOKEN_REVIEW: ApiType = ApiType {
+    group_version: GROUP_VERSION,
+    kind: "TokenReview",
+    schema: &Schema {
+        fields: &[
+            ("apiVersion", None),
+            ("kind", None),
+            ("metadata", Some(&OBJECT_META)),
+            ("spec", Some(&TOKEN_REVIEW_SPEC)),
+            ("status", None),
+        ],
+    },
+};
+static SELF_SUBJECT_REVIEW: ApiType = ApiType {
+    group_version: GROUP_VERSION,
+    kind: "SelfSubjectReview",
+    schema: &Schema {
+        fields: &[
+            ("apiVersion", None),
+            ("kind", None),
+            ("metadata", Some(&OBJECT_META)),
+            ("status", None),
+        ],
+    },
+};
+
+#[derive(Debug, Default, Deserialize)]
+struct TokenReviewBody {
+    spec: Option<TokenReviewSpec>,
+}
+
+/// `TokenReviewSpec`, echoed back as sent (token included).
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct TokenReviewSpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    token: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    audiences: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Review<S> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: Empty,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spec: Option<TokenReviewSpec>,
+    status: S,
+}
+
+#[derive(Debug, Serialize)]
+struct Empty {}
+
+/// `TokenReviewStatus`: `authenticated` is absent when false, `user` always present.
+#[derive(Debug, Serialize)]
+struct TokenReviewStatus {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    authenticated: bool,
+    user: UserInfo,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    audiences: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SelfSubjectReviewStatus {
+    #[serde(rename = "userInfo")]
+    user_info: UserInfo,
+}
+
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews`.
+pub async fn token_review(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match review_token(&state, &caller, &uri, &headers, &body) {
+        Ok(review) => (StatusCode::CREATED, axum::Json(review)).into_response(),
+        Err(status) => status.into_response(),
+    }
+}
+
+fn review_token(
+    state: &ApiState,
+    caller: &UserInfo,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Review<TokenReviewStatus>, Status> {
+    state.authorize(
+        caller,
+        &RequestInfo::parse(&Method::POST, uri.path(), uri.query()),
+    )?;
+    let request = decode::decode::<TokenReviewBody>(headers, body, &TOKEN_REVIEW)?.object;
+    let spec = request.spec.unwrap_or_default();
+    if spec.token.is_empty() {
+        return Err(Status::bad_request(
+            "token is required for TokenReview in authentication",
+        ));
+    }
+    let status = match state.authenticate_token(&spec.token, &spec.audiences) {
+        Ok(Some(authenticated)) => TokenReviewStatus {
+            authenticated: true,
+            user: authenticated.user,
+            audiences: authenticated.audiences,
+            error: String::new(),
+        },
+        Ok(None) => TokenReviewStatus {
+            authenticated: false,
+            user: UserInfo::default(),
+            audiences: Vec::new(),
+            error: String::new(),
+        },
+        Err(error) => TokenReviewStatus {
+            authenticated: false,
+            user: UserInfo::default(),
+            audiences: Vec::new(),
+            error,
+        },
+    };
+    Ok(Review {
+        kind: "TokenReview",
+        api_version: GROUP_VERSION,
+        metadata: Empty {},
+        spec: Some(spec),
+        status,
+    })
+}
+
+/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`: the caller's own user info.
+pub async fn self_subject_review(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = state
+        .authorize(
+            &caller,
+            &RequestInfo::parse(&Method::POST, uri.path(), uri.query()),
+        )
+        .and_then(|()| {
+            // kubectl always sends a body; an empty one is read as `{}`.
+            let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+            decode::decode::<serde_json::Value>(&headers, body, &SELF_SUBJECT_REVIEW)
+        });
+    match result {
+        Ok(_) => {
+            let status = SelfSubjectReviewStatus { user_info: caller };
+            let review = Review {
+                kind: "SelfSubjectReview",
+                api_version: GROUP_VERSION,
+                metadata: Empty {},
+                spec: None,
+                status,
+            };
+            (StatusCode::CREATED, axum::Json(review)).into_response()
+        }
+        Err(status) => status.into_response(),
+    }
+}
