@@ -21,6 +21,8 @@ pub struct Cli {
 enum Command {
     /// Run the service.
     Serve(ServeArgs),
+    /// Run a local OIDC issuer, a Kubernetes API stand-in and the service wired to both.
+    Dev(crate::dev::DevArgs),
 }
 
 /// Flags of `serve`.
@@ -59,6 +61,7 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Serve(args) => serve(args).await,
+            Command::Dev(args) => crate::dev::run(args).await,
         }
     }
 }

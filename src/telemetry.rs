@@ -20,21 +20,18 @@ pub enum LogFormat {
 /// Installs the global subscriber writing to stderr (logs) and stdout (audit).
 /// `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) -> anyhow::Result<()> {
-    init_with(
-        format,
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        std::io::stderr,
-        std::io::stdout,
-    )
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    subscriber(format, filter, std::io::stderr, std::io::stdout).try_init()?;
+    Ok(())
 }
 
-/// Installs the global subscriber with explicit writers (tests capture both).
-pub fn init_with<L, A>(
+/// The subscriber [`init`] installs, with explicit writers (tests capture both).
+pub fn subscriber<L, A>(
     format: LogFormat,
     filter: EnvFilter,
     logs: L,
     audit: A,
-) -> anyhow::Result<()>
+) -> impl Subscriber + Send + Sync + 'static
 where
     L: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     A: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -56,8 +53,6 @@ where
             AuditLayer { writer: audit }
                 .with_filter(filter::filter_fn(|metadata| metadata.target() == "audit")),
         )
-        .try_init()?;
-    Ok(())
 }
 
 /// Writes the message of every `audit` event verbatim, one per line.

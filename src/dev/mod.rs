@@ -4,4 +4,7 @@
 pub mod apiserver;
 pub mod issuer;
 pub mod keys;
+pub mod session;
 pub mod tls;
+
+pub use session::{DevArgs, run};

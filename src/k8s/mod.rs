@@ -16,14 +16,15 @@ pub async fn client_config(request_timeout: std::time::Duration) -> anyhow::Resu
     ))
 }
 
-/// Adapts a client configuration to the request path: no built-in retries, and timeouts no
-/// longer than one request's deadline.
+/// Adapts a client configuration to the request path: no built-in retries, and no read timeout
+/// of kube's own, since every call runs under the request's deadline (a read timeout firing
+/// first would turn a timeout into a transport error).
 pub fn for_request_path(
     mut config: kube::Config,
     request_timeout: std::time::Duration,
 ) -> kube::Config {
     config.default_retry = false;
-    config.read_timeout = Some(request_timeout);
+    config.read_timeout = None;
     config.connect_timeout = Some(request_timeout.min(std::time::Duration::from_secs(5)));
     config
 }

@@ -1,0 +1,9 @@
+//! Integration tests: the real router on 127.0.0.1:0, the local OIDC issuer, and the
+//! Kubernetes API stand-in over HTTPS through the real kube client.
+
+mod health;
+mod helpers;
+mod logs;
+mod metrics;
+mod token;
+mod upstream;
