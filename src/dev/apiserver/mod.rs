@@ -13,6 +13,7 @@ mod claims;
 mod cluster;
 mod decode;
 mod discovery;
+mod errors;
 mod faults;
 mod options;
 mod rbac;

@@ -4,7 +4,8 @@
 use axum::http::Method;
 
 use super::authn::UserInfo;
-use super::status::{GroupResource, Status};
+use super::errors::GroupResource;
+use super::status::Status;
 
 /// One RBAC permission granted to a user or a group: the rule of a Role (when `namespace` is
 /// set) or of a ClusterRole bound cluster-wide (when it is `None`).

@@ -14,10 +14,11 @@ use serde_json::Value;
 
 use super::authn::Caller;
 use super::cluster::{ListedObject, RESOURCES, field_labels};
+use super::errors::GroupResource;
 use super::rbac::{RequestInfo, ResourceAttributes};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::state::ApiState;
-use super::status::{GroupResource, Status};
+use super::status::Status;
 
 /// Any request no explicit route takes.
 pub async fn fallback(

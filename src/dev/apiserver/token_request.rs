@@ -18,9 +18,10 @@ use super::claims::{
 };
 use super::cluster::uid;
 use super::decode::{self, ApiType, OBJECT_META, Schema};
+use super::errors::{GroupResource, InvalidField};
 use super::rbac::RequestInfo;
 use super::state::{ApiState, rfc3339};
-use super::status::{ApiError, GroupResource, InvalidField, Status};
+use super::status::{ApiError, Status};
 
 /// `spec.expirationSeconds` when the request has none.
 const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
