@@ -15,6 +15,7 @@ mod decode;
 mod discovery;
 mod errors;
 mod faults;
+mod listing;
 mod options;
 mod rbac;
 mod reads;

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::authn::Caller;
-use super::cluster::{ListedObject, RESOURCES, field_labels};
 use super::errors::GroupResource;
+use super::listing::{ListedObject, RESOURCES, field_labels};
 use super::rbac::{RequestInfo, ResourceAttributes};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::state::ApiState;
