@@ -19,6 +19,7 @@ mod listing;
 mod options;
 mod rbac;
 mod reads;
+mod request_info;
 mod reviews;
 mod selectors;
 mod state;

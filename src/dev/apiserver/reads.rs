@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::authn::Caller;
 use super::errors::GroupResource;
 use super::listing::{ListedObject, RESOURCES, field_labels};
-use super::rbac::{RequestInfo, ResourceAttributes};
+use super::request_info::{RequestInfo, ResourceAttributes};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::state::ApiState;
 use super::status::Status;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::authn::{Caller, UserInfo};
 use super::decode::{self, ApiType, OBJECT_META, Schema};
-use super::rbac::RequestInfo;
+use super::request_info::RequestInfo;
 use super::state::ApiState;
 use super::status::Status;
 

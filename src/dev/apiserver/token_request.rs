@@ -19,7 +19,7 @@ use super::claims::{
 use super::cluster::uid;
 use super::decode::{self, ApiType, OBJECT_META, Schema};
 use super::errors::{GroupResource, InvalidField};
-use super::rbac::RequestInfo;
+use super::request_info::RequestInfo;
 use super::state::{ApiState, rfc3339};
 use super::status::{ApiError, Status};
 

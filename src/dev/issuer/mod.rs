@@ -20,7 +20,7 @@ use super::keys::SigningKey;
 mod routes;
 
 /// Lifetime of a minted ID token when the caller does not ask for one.
-pub(crate) const DEFAULT_TTL_SECONDS: u64 = 600;
+const DEFAULT_TTL_SECONDS: u64 = 600;
 /// `sub` of a minted token when the caller does not set one.
 pub const DEFAULT_SUBJECT: &str = "dev-user";
 /// `aud` of a minted token when the caller does not set one.
@@ -50,7 +50,7 @@ pub struct LocalIssuer {
     task: JoinHandle<std::io::Result<()>>,
 }
 
-pub(crate) struct IssuerState {
+struct IssuerState {
     url: String,
     rsa: SigningKey,
     ec: SigningKey,
