@@ -188,6 +188,12 @@ impl Status {
         Self::failure(415, "UnsupportedMediaType", message.to_owned(), None)
     }
 
+    /// `NewRequestEntityTooLargeError` for a body over the read limit.
+    pub fn request_entity_too_large(limit: usize) -> Self {
+        let message = format!("Request entity too large: limit is {limit}");
+        Self::failure(413, "RequestEntityTooLarge", message, None)
+    }
+
     /// A Status for an arbitrary code, the way `NewGenericServerResponse` reasons about it.
     pub fn generic(code: u16) -> Self {
         let reason = match code {
