@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::claims::{Binding, ObjectRef};
 use super::cluster::{Cluster, uid};
-use super::status::{GroupResource, Status};
+use super::errors::GroupResource;
+use super::status::Status;
 
 /// `BoundObjectReference`, echoed back in the response as it was sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

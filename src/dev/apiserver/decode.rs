@@ -2,11 +2,16 @@
 //! decode with the endpoint's group/version/kind as the default (400), and unknown fields,
 //! which the default `fieldValidation=Warn` turns into `Warning` headers.
 
-use axum::http::{HeaderMap, header};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::status::Status;
+
+/// kube-apiserver's `maxRequestBodyBytes`: 3 MiB.
+pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// The fields a type accepts; `None` children are not checked further (free-form maps, or
 /// parts whose fields the stand-in ignores).
@@ -56,10 +61,12 @@ pub struct Decoded<T> {
 /// of the wrong type.
 pub fn decode<T: DeserializeOwned>(
     headers: &HeaderMap,
-    body: &[u8],
+    body: Result<Bytes, BytesRejection>,
     api: &ApiType,
 ) -> Result<Decoded<T>, Status> {
     check_media_type(headers)?;
+    let body = read(body)?;
+    let body = body.as_ref();
     let unrecognized = |error: &dyn std::fmt::Display| {
         Status::bad_request(format!(
             "the object provided is unrecognized (must be of type {}): {error} ({})",
@@ -98,6 +105,18 @@ pub fn decode<T: DeserializeOwned>(
     unknown_fields(&object, api.schema, "", &mut warnings);
     let object = serde_json::from_value(Value::Object(object)).map_err(|e| cannot_handle(&e))?;
     Ok(Decoded { object, warnings })
+}
+
+/// The body as the router read it: over [`MAX_REQUEST_BODY_BYTES`] is 413, as kube's
+/// `limitedReadBody` answers.
+fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Status> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Status::request_entity_too_large(MAX_REQUEST_BODY_BYTES)
+        } else {
+            Status::bad_request(rejection.body_text())
+        }
+    })
 }
 
 /// A missing Content-Type means JSON; parameters such as `charset` are ignored.
@@ -182,6 +201,10 @@ mod tests {
         schema: &ROOT,
     };
 
+    fn ok(body: &[u8]) -> Result<Bytes, BytesRejection> {
+        Ok(Bytes::copy_from_slice(body))
+    }
+
     fn json_headers(content_type: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", content_type.parse().unwrap());
@@ -191,7 +214,7 @@ mod tests {
     #[test]
     fn unknown_fields_become_warnings_with_their_full_path() {
         let body = br#"{"spec":{"audiences":[],"foo":1},"bar":true}"#;
-        let decoded = decode::<Value>(&HeaderMap::new(), body, &TYPE).unwrap();
+        let decoded = decode::<Value>(&HeaderMap::new(), ok(body), &TYPE).unwrap();
         assert_eq!(
             decoded.warnings,
             [r#"unknown field "bar""#, r#"unknown field "spec.foo""#]
@@ -205,7 +228,7 @@ mod tests {
     #[test]
     fn a_wrong_kind_cannot_be_handled() {
         let body = br#"{"apiVersion":"v1","kind":"ConfigMap"}"#;
-        let status = decode::<Value>(&HeaderMap::new(), body, &TYPE)
+        let status = decode::<Value>(&HeaderMap::new(), ok(body), &TYPE)
             .err()
             .unwrap();
         assert_eq!(status.code, 400);
@@ -218,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_json_is_unrecognized() {
-        let status = decode::<Value>(&HeaderMap::new(), b"not json", &TYPE)
+        let status = decode::<Value>(&HeaderMap::new(), ok(b"not json"), &TYPE)
             .err()
             .unwrap();
         assert_eq!((status.code, status.reason), (400, "BadRequest"));
@@ -235,12 +258,12 @@ mod tests {
         assert!(
             decode::<Value>(
                 &json_headers("application/json; charset=utf-8"),
-                b"{}",
+                ok(b"{}"),
                 &TYPE
             )
             .is_ok()
         );
-        let status = decode::<Value>(&json_headers("text/plain"), b"{}", &TYPE)
+        let status = decode::<Value>(&json_headers("text/plain"), ok(b"{}"), &TYPE)
             .err()
             .unwrap();
         assert_eq!(status.code, 415);

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::authn::Caller;
-use super::rbac::RequestInfo;
+use super::request_info::RequestInfo;
 use super::state::ApiState;
 use super::status::Status;
 use crate::dev::keys::jwk_set;

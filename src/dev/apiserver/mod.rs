@@ -13,10 +13,13 @@ mod claims;
 mod cluster;
 mod decode;
 mod discovery;
+mod errors;
 mod faults;
+mod listing;
 mod options;
 mod rbac;
 mod reads;
+mod request_info;
 mod reviews;
 mod selectors;
 mod state;
@@ -31,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -266,5 +270,6 @@ fn router(state: Arc<ApiState>) -> Router {
         )
         .fallback(reads::fallback)
         .method_not_allowed_fallback(reads::method_not_allowed)
+        .layer(DefaultBodyLimit::max(decode::MAX_REQUEST_BODY_BYTES))
         .with_state(state)
 }

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::authn::{Caller, UserInfo};
 use super::decode::{self, ApiType, OBJECT_META, Schema};
-use super::rbac::RequestInfo;
+use super::request_info::RequestInfo;
 use super::state::ApiState;
 use super::status::Status;
 
@@ -98,9 +99,9 @@ pub async fn token_review(
     Caller(caller): Caller,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match review_token(&state, &caller, &uri, &headers, &body) {
+    match review_token(&state, &caller, &uri, &headers, body) {
         Ok(review) => (StatusCode::CREATED, axum::Json(review)).into_response(),
         Err(status) => status.into_response(),
     }
@@ -111,7 +112,7 @@ fn review_token(
     caller: &UserInfo,
     uri: &Uri,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Review<TokenReviewStatus>, Status> {
     state.authorize(
         caller,
@@ -159,7 +160,7 @@ pub async fn self_subject_review(
     Caller(caller): Caller,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = state
         .authorize(
@@ -168,7 +169,13 @@ pub async fn self_subject_review(
         )
         .and_then(|()| {
             // kubectl always sends a body; an empty one is read as `{}`.
-            let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+            let body = body.map(|b| {
+                if b.is_empty() {
+                    Bytes::from_static(b"{}")
+                } else {
+                    b
+                }
+            });
             decode::decode::<serde_json::Value>(&headers, body, &SELF_SUBJECT_REVIEW)
         });
     match result {

@@ -11,7 +11,8 @@ use super::authn::UserInfo;
 use super::cluster::Cluster;
 use super::faults::Faults;
 use super::options::SeedUser;
-use super::rbac::{self, RbacRule, RequestInfo};
+use super::rbac::{self, RbacRule};
+use super::request_info::RequestInfo;
 use super::status::Status;
 use crate::dev::keys::SigningKey;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -18,9 +19,10 @@ use super::claims::{
 };
 use super::cluster::uid;
 use super::decode::{self, ApiType, OBJECT_META, Schema};
-use super::rbac::RequestInfo;
+use super::errors::{GroupResource, InvalidField};
+use super::request_info::RequestInfo;
 use super::state::{ApiState, rfc3339};
-use super::status::{ApiError, GroupResource, InvalidField, Status};
+use super::status::{ApiError, Status};
 
 /// `spec.expirationSeconds` when the request has none.
 const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
@@ -127,7 +129,7 @@ pub async fn create(
     uri: Uri,
     caller: Result<Caller, Status>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     state.token_requests.fetch_add(1, Ordering::Relaxed);
     let mut warnings = Vec::new();
@@ -137,7 +139,7 @@ pub async fn create(
         name: &name,
         warnings: &mut warnings,
     };
-    let mut response = match call.run(caller, &uri, &headers, &body).await {
+    let mut response = match call.run(caller, &uri, &headers, body).await {
         Ok(created) => (StatusCode::CREATED, axum::Json(created)).into_response(),
         Err(error) => error.into_response(),
     };
@@ -162,7 +164,7 @@ impl Call<'_> {
         caller: Result<Caller, Status>,
         uri: &Uri,
         headers: &HeaderMap,
-        body: &[u8],
+        body: Result<Bytes, BytesRejection>,
     ) -> Result<Created, ApiError> {
         let Caller(user) = caller?;
         self.state.faults.apply().await?;

@@ -545,3 +545,16 @@ async fn a_max_expiration_outside_kubes_bounds_refuses_to_start() {
         .unwrap();
     assert!(error.to_string().contains("loopback"), "{error}");
 }
+
+#[tokio::test]
+async fn a_body_over_three_mebibytes_is_413_but_only_after_authentication() {
+    let server = start(options()).await;
+    let huge = format!(r#"{{"spec":{{}},"pad":"{}"}}"#, "x".repeat(3 * 1024 * 1024));
+    let reply = post(&server, BILLING, Some(MINTER), &huge).await;
+    assert_eq!(
+        reply.text,
+        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Request entity too large: limit is 3145728","reason":"RequestEntityTooLarge","code":413}"#
+    );
+    assert_eq!(post(&server, BILLING, None, &huge).await.status, 401);
+    server.shutdown().await;
+}
