@@ -3,7 +3,6 @@
 
 mod health;
 mod helpers;
-mod logs;
 mod metrics;
 mod token;
 mod upstream;

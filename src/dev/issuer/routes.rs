@@ -69,6 +69,8 @@ struct TokenQuery {
     sub: Option<String>,
     alg: Option<String>,
     ttl: Option<u64>,
+    /// `raw`: the bare token as text, for `ID_TOKEN=$(curl ...)`.
+    format: Option<String>,
 }
 
 async fn token_from_body(
@@ -86,7 +88,10 @@ async fn token_from_body(
         Ok(body) => body,
         Err(rejection) => return refuse(StatusCode::BAD_REQUEST, &rejection.body_text()),
     };
-    issue(&state, body.alg.as_deref(), body.claims, body.ttl)
+    match issue(&state, body.alg.as_deref(), body.claims, body.ttl) {
+        Ok(id_token) => Json(json!({ "id_token": id_token })).into_response(),
+        Err((status, reason)) => refuse(status, &reason),
+    }
 }
 
 async fn token_from_query(
@@ -107,29 +112,46 @@ async fn token_from_query(
     if let Some(sub) = query.sub {
         claims.insert("sub".into(), Value::String(sub));
     }
-    issue(
+    let id_token = match issue(
         &state,
         query.alg.as_deref(),
         Value::Object(claims),
         query.ttl,
-    )
+    ) {
+        Ok(id_token) => id_token,
+        Err((status, reason)) => return refuse(status, &reason),
+    };
+    match query.format.as_deref() {
+        None | Some("json") => Json(json!({ "id_token": id_token })).into_response(),
+        Some("raw") => {
+            let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+            (content_type, format!("{id_token}\n")).into_response()
+        }
+        Some(other) => refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("unknown format {other:?}: use json or raw"),
+        ),
+    }
 }
 
-fn issue(state: &IssuerState, alg: Option<&str>, claims: Value, ttl: Option<u64>) -> Response {
+/// Mints an ID token, or says why not.
+fn issue(
+    state: &IssuerState,
+    alg: Option<&str>,
+    claims: Value,
+    ttl: Option<u64>,
+) -> Result<String, (StatusCode, String)> {
     let alg = match alg {
         None | Some("RS256") => Algorithm::RS256,
         Some("ES256") => Algorithm::ES256,
         Some(other) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("unsupported alg {other:?}: use RS256 or ES256"),
-            );
+            let reason = format!("unsupported alg {other:?}: use RS256 or ES256");
+            return Err((StatusCode::BAD_REQUEST, reason));
         }
     };
-    match state.mint(alg, claims, ttl.unwrap_or(DEFAULT_TTL_SECONDS)) {
-        Ok(id_token) => Json(json!({ "id_token": id_token })).into_response(),
-        Err(error) => refuse(StatusCode::BAD_REQUEST, &error.to_string()),
-    }
+    state
+        .mint(alg, claims, ttl.unwrap_or(DEFAULT_TTL_SECONDS))
+        .map_err(|error| (StatusCode::BAD_REQUEST, error.to_string()))
 }
 
 fn refuse(status: StatusCode, description: &str) -> Response {

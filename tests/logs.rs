@@ -1,3 +1,13 @@
+//! Logs of a full exchange at TRACE, captured by the process-wide subscriber (its own test
+//! binary, so that no other test's logging interferes), searched for tokens.
+
+#[allow(
+    dead_code,
+    reason = "shared with the api tests; this binary uses part of it"
+)]
+#[path = "api/helpers.rs"]
+mod helpers;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -48,17 +58,17 @@ fn fragments(token: &str) -> Vec<String> {
     parts
 }
 
-// One thread, so that every task of the exchange logs to this test's subscriber, at TRACE.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn no_token_appears_in_any_log_line_at_any_level() {
     let logs = Captured::default();
     let audit = Captured::default();
-    let _guard = tracing::subscriber::set_default(subscriber(
+    tracing::subscriber::set_global_default(subscriber(
         LogFormat::Json,
         EnvFilter::new("trace"),
         logs.clone(),
         audit.clone(),
-    ));
+    ))
+    .unwrap();
     let app = spawn_app().await;
     let presented = app.id_token(webapp_claims());
 
