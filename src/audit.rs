@@ -65,11 +65,12 @@ impl AuditRecord {
         cap(text)
     }
 
-    /// Writes the record as one JSON line on the `audit` target.
+    /// Writes the record as one JSON line on the `audit` target. `reason` is used unless a
+    /// more precise one was recorded on the way.
     pub fn write(mut self, outcome: Outcome, reason: &str) {
         self.time = jiff::Timestamp::now().to_string();
         self.outcome = Some(outcome);
-        self.reason = Some(reason.to_owned());
+        self.reason.get_or_insert_with(|| reason.to_owned());
         match serde_json::to_string(&self) {
             Ok(line) => tracing::info!(target: "audit", "{line}"),
             Err(error) => tracing::error!(%error, "audit record could not be serialised"),

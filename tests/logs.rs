@@ -128,6 +128,7 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         .map(|r| r["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, ["issued", "issued", "denied", "invalid_token"]);
+    assert_eq!(records[2]["reason"], "no_policy_matched");
     assert_eq!(records[3]["reason"], "bad_signature");
     for token in [&presented, &issued, raw.trim_end(), &denied, &forged] {
         for fragment in fragments(token) {

@@ -141,12 +141,9 @@ async fn exchange(
                 audit.namespace = Some(sa.namespace().to_owned());
                 audit.service_account = Some(sa.name().to_owned());
             }
-            denied(
-                &verified.issuer,
-                &audit.subject,
-                request.service_account(),
-                denial,
-            )
+            audit.audiences = request.audiences().map(<[String]>::to_vec);
+            audit.reason = Some(denial.reason().to_owned());
+            denied(&verified.issuer, audit.subject.as_deref(), &request, denial)
         })?;
     audit.policy = Some(grant.policy.clone());
     audit.namespace = Some(grant.service_account.namespace().to_owned());
@@ -207,32 +204,27 @@ fn body_error(error: &serde_json::Error) -> String {
     }
 }
 
-fn denied(
-    issuer: &str,
-    subject: &Option<String>,
-    asked: Option<&ServiceAccountRef>,
-    denial: Denial,
-) -> ApiError {
+/// The caller's view of a denial: who asked for what, never which rule nearly matched.
+fn denied(issuer: &str, subject: Option<&str>, request: &Request, denial: Denial) -> ApiError {
     tracing::info!(reason = denial.reason(), detail = %denial, "request denied");
-    let who = format!(
-        "subject {:?} of issuer {issuer:?}",
-        subject.as_deref().unwrap_or_default()
-    );
-    match denial {
-        Denial::AmbiguousServiceAccount(choices) => {
-            let list: Vec<String> = choices.iter().map(ToString::to_string).collect();
-            ApiError::InvalidRequest(format!(
-                "several service accounts are granted; name one in serviceAccount: {}",
-                list.join(", ")
-            ))
-        }
-        _ => ApiError::AccessDenied(match asked {
-            Some(sa) => format!(
-                "{who} may not obtain a token for service account {sa} with these audiences"
-            ),
-            None => format!("{who} may not obtain a token"),
-        }),
+    if let Denial::AmbiguousServiceAccount(choices) = denial {
+        let list: Vec<String> = choices.iter().map(ToString::to_string).collect();
+        return ApiError::InvalidRequest(format!(
+            "several service accounts are granted; name one in serviceAccount: {}",
+            list.join(", ")
+        ));
     }
+    let mut asked = match request.service_account() {
+        Some(sa) => format!("a token for service account {sa}"),
+        None => "a token".to_owned(),
+    };
+    if let Some(audiences) = request.audiences() {
+        asked.push_str(&format!(" with audiences {audiences:?}"));
+    }
+    let subject = subject.unwrap_or_default();
+    ApiError::AccessDenied(format!(
+        "subject {subject:?} of issuer {issuer:?} may not obtain {asked}"
+    ))
 }
 
 fn outcome_of<T>(result: &Result<T, ApiError>) -> (Outcome, String) {

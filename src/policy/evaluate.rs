@@ -54,6 +54,10 @@ impl Request {
     pub fn service_account(&self) -> Option<&ServiceAccountRef> {
         self.service_account.as_ref()
     }
+
+    pub fn audiences(&self) -> Option<&[String]> {
+        self.audiences.as_deref()
+    }
 }
 
 /// The decision to issue: everything the TokenRequest needs.

@@ -120,6 +120,63 @@ fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Status> {
 }
 
 /// A missing Content-Type means JSON; parameters such as `charset` are ignored.
+/// The Kubernetes protobuf media type (kubectl's default for built-in kinds).
+pub const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// Whether the body is declared as Kubernetes protobuf.
+pub fn is_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(PROTOBUF))
+}
+
+/// The `apiVersion` and `kind` of a Kubernetes protobuf body: the magic `k8s\0`, then a
+/// `runtime.Unknown` whose field 1 is the `TypeMeta` {1: apiVersion, 2: kind}. Enough for
+/// kinds whose request carries no fields (SelfSubjectReview); `None` if it is not such a body.
+pub fn protobuf_type_meta(body: &[u8]) -> Option<(String, String)> {
+    let unknown = body.strip_prefix(b"k8s\0")?;
+    let type_meta = protobuf_field(unknown, 1)?;
+    let text = |number| String::from_utf8(protobuf_field(type_meta, number)?.to_vec()).ok();
+    Some((text(1)?, text(2)?))
+}
+
+/// The first length-delimited field `number` of a protobuf message.
+fn protobuf_field(mut message: &[u8], number: u64) -> Option<&[u8]> {
+    while !message.is_empty() {
+        let key = read_varint(&mut message)?;
+        match key & 7 {
+            0 => {
+                read_varint(&mut message)?;
+            }
+            2 => {
+                let len = usize::try_from(read_varint(&mut message)?).ok()?;
+                let (value, rest) = (message.get(..len)?, message.get(len..)?);
+                if key >> 3 == number {
+                    return Some(value);
+                }
+                message = rest;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
 fn check_media_type(headers: &HeaderMap) -> Result<(), Status> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());

@@ -168,6 +168,20 @@ pub async fn self_subject_review(
             &RequestInfo::parse(&Method::POST, uri.path(), uri.query()),
         )
         .and_then(|()| {
+            // kubectl sends protobuf. A SelfSubjectReview request has no fields, so checking
+            // the envelope's kind is all the decoding kube-apiserver's would amount to.
+            if decode::is_protobuf(&headers) {
+                let body = body.map_err(|_| Status::bad_request("the body could not be read"))?;
+                let type_meta = decode::protobuf_type_meta(&body);
+                let expected = (GROUP_VERSION.to_owned(), "SelfSubjectReview".to_owned());
+                return if type_meta.as_ref() == Some(&expected) {
+                    Ok(())
+                } else {
+                    Err(Status::bad_request(
+                        "the object provided is unrecognized (must be of type SelfSubjectReview)",
+                    ))
+                };
+            }
             // kubectl always sends a body; an empty one is read as `{}`.
             let body = body.map(|b| {
                 if b.is_empty() {
@@ -176,7 +190,7 @@ pub async fn self_subject_review(
                     b
                 }
             });
-            decode::decode::<serde_json::Value>(&headers, body, &SELF_SUBJECT_REVIEW)
+            decode::decode::<serde_json::Value>(&headers, body, &SELF_SUBJECT_REVIEW).map(drop)
         });
     match result {
         Ok(_) => {
@@ -191,5 +205,44 @@ pub async fn self_subject_review(
             (StatusCode::CREATED, axum::Json(review)).into_response()
         }
         Err(status) => status.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod protobuf_tests {
+    use super::decode::protobuf_type_meta;
+
+    /// What kubectl 1.3x sends for `auth whoami` (captured), and variations of it.
+    fn envelope(api_version: &str, kind: &str) -> Vec<u8> {
+        let mut type_meta = vec![0x0a, u8::try_from(api_version.len()).unwrap()];
+        type_meta.extend_from_slice(api_version.as_bytes());
+        type_meta.extend_from_slice(&[0x12, u8::try_from(kind.len()).unwrap()]);
+        type_meta.extend_from_slice(kind.as_bytes());
+        let mut body = b"k8s\0".to_vec();
+        body.extend_from_slice(&[0x0a, u8::try_from(type_meta.len()).unwrap()]);
+        body.extend_from_slice(&type_meta);
+        body.extend_from_slice(&[0x12, 0x04, 0x0a, 0x00, 0x12, 0x00, 0x1a, 0x00, 0x22, 0x00]);
+        body
+    }
+
+    #[test]
+    fn the_type_meta_of_a_protobuf_envelope_is_read() {
+        let body = envelope("authentication.k8s.io/v1", "SelfSubjectReview");
+        assert_eq!(
+            protobuf_type_meta(&body),
+            Some((
+                "authentication.k8s.io/v1".to_owned(),
+                "SelfSubjectReview".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn bodies_that_are_not_protobuf_envelopes_are_refused() {
+        assert_eq!(protobuf_type_meta(b"{}"), None);
+        assert_eq!(protobuf_type_meta(b"k8s\0"), None);
+        assert_eq!(protobuf_type_meta(b"k8s\0\x0a\xff"), None);
+        let truncated = envelope("authentication.k8s.io/v1", "SelfSubjectReview");
+        assert_eq!(protobuf_type_meta(&truncated[..12]), None);
     }
 }
