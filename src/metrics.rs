@@ -20,6 +20,7 @@ const TTL_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    rejections: IntCounterVec,
     request_duration: HistogramVec,
     tokens_issued: IntCounterVec,
     issued_ttl: Histogram,
@@ -28,6 +29,7 @@ pub struct Metrics {
     jwks_fetches: IntCounterVec,
     jwks_last_success: IntGaugeVec,
     jwks_keys: IntGaugeVec,
+    replays: IntCounterVec,
 }
 
 impl Metrics {
@@ -40,6 +42,11 @@ impl Metrics {
                 "requests_total",
                 "Requests by endpoint and outcome.",
                 &["endpoint", "outcome"],
+            ),
+            rejections: counter(
+                "rejections_total",
+                "Requests refused (denied, invalid token or request, upstream error), by internal reason.",
+                &["reason"],
             ),
             request_duration: HistogramVec::new(
                 HistogramOpts::new("request_duration_seconds", "Request latency by endpoint.")
@@ -91,6 +98,11 @@ impl Metrics {
                 &["issuer"],
             )
             .expect("valid gauge"),
+            replays: counter(
+                "replays_rejected_total",
+                "Tokens refused because their (iss, jti) was already exchanged.",
+                &["issuer"],
+            ),
             registry,
         };
         metrics.register_all();
@@ -106,6 +118,7 @@ impl Metrics {
             .set(1);
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.requests.clone()),
+            Box::new(self.rejections.clone()),
             Box::new(self.request_duration.clone()),
             Box::new(self.tokens_issued.clone()),
             Box::new(self.issued_ttl.clone()),
@@ -114,6 +127,7 @@ impl Metrics {
             Box::new(self.jwks_fetches.clone()),
             Box::new(self.jwks_last_success.clone()),
             Box::new(self.jwks_keys.clone()),
+            Box::new(self.replays.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -141,6 +155,11 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// A refused request; `reason` is an internal reason code from a fixed set.
+    pub fn rejected(&self, reason: &str) {
+        self.rejections.with_label_values(&[reason]).inc();
+    }
+
     pub fn token_issued(&self, policy: &str, ttl_seconds: f64) {
         self.tokens_issued.with_label_values(&[policy]).inc();
         self.issued_ttl.observe(ttl_seconds);
@@ -162,6 +181,10 @@ impl Metrics {
         self.jwks_last_success
             .with_label_values(&[issuer])
             .set(unix_now_secs());
+    }
+
+    pub fn replay_rejected(&self, issuer: &str) {
+        self.replays.with_label_values(&[issuer]).inc();
     }
 
     pub fn jwks_fetch_failed(&self, issuer: &str) {

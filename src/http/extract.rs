@@ -32,7 +32,7 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
 
 /// The single bearer credential of a request (see [`BearerToken`]).
 pub fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Result<SecretString, ApiError> {
-    reject_query_credentials(query)?;
+    reject_credential_parameters(query)?;
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return if headers.contains_key(header::AUTHORIZATION) {
@@ -69,8 +69,8 @@ fn parse_bearer(value: &str) -> Result<String, ApiError> {
     Ok(token.to_owned())
 }
 
-/// Refuses a query string that names a credential parameter.
-pub fn reject_query_credentials(query: Option<&str>) -> Result<(), ApiError> {
+/// Refuses url-encoded parameters (a query string, a form body) that name a credential.
+pub fn reject_credential_parameters(query: Option<&str>) -> Result<(), ApiError> {
     let Some(query) = query else { return Ok(()) };
     let carries_credential = form_urlencoded::parse(query.as_bytes()).any(|(name, _)| {
         CREDENTIAL_PARAMETERS
@@ -128,9 +128,12 @@ mod tests {
             "ID_TOKEN=x",
             "a=1&subject_token=",
         ] {
-            assert!(reject_query_credentials(Some(query)).is_err(), "{query}");
+            assert!(
+                reject_credential_parameters(Some(query)).is_err(),
+                "{query}"
+            );
         }
-        assert!(reject_query_credentials(Some("format=json")).is_ok());
-        assert!(reject_query_credentials(None).is_ok());
+        assert!(reject_credential_parameters(Some("format=json")).is_ok());
+        assert!(reject_credential_parameters(None).is_ok());
     }
 }

@@ -109,6 +109,10 @@ pub async fn issue(
             error.into_response()
         }
     };
+    if outcome != Outcome::Issued {
+        app.metrics
+            .rejected(audit.reason.as_deref().unwrap_or(&reason));
+    }
     audit.write(outcome, &reason);
     app.metrics
         .request_finished("token", outcome.as_str(), started.elapsed().as_secs_f64());
@@ -168,6 +172,15 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Request, ApiError> {
         TokenBody::default()
     } else {
         if !is_json(headers) {
+            // A form body carrying a credential is a second credential (RFC 6750 §2).
+            if is_form(headers)
+                && super::extract::reject_credential_parameters(std::str::from_utf8(body).ok())
+                    .is_err()
+            {
+                return Err(ApiError::InvalidRequest(
+                    "exactly one credential is allowed".into(),
+                ));
+            }
             return Err(ApiError::UnsupportedMediaType);
         }
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest(body_error(&e)))?
@@ -186,11 +199,19 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Request, ApiError> {
 
 /// `application/json`, parameters (a charset) allowed.
 fn is_json(headers: &HeaderMap) -> bool {
+    has_media_type(headers, "application/json")
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    has_media_type(headers, "application/x-www-form-urlencoded")
+}
+
+fn has_media_type(headers: &HeaderMap, expected: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(expected))
 }
 
 /// Names the JSON problem without quoting the input.

@@ -12,6 +12,7 @@ use super::claims::{ClaimError, ClaimSet, RegisteredClaims, reject_control_chara
 use super::replay::{self, ReplayCache, ReplayError, Reservation};
 use super::token::UnverifiedToken;
 use super::{IssuerSettings, VerifiedToken, VerifyError};
+use crate::metrics::Metrics;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`. Small and explicit: the library default (60 s)
 /// would keep an expired token usable for a minute.
@@ -23,10 +24,11 @@ pub struct Issuer {
     validations: HashMap<Algorithm, Validation>,
     keys: KeyCache,
     replays: Option<Arc<ReplayCache>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Issuer {
-    pub fn new(settings: IssuerSettings, keys: KeyCache) -> Self {
+    pub fn new(settings: IssuerSettings, keys: KeyCache, metrics: Arc<Metrics>) -> Self {
         let validations = settings
             .algorithms
             .iter()
@@ -40,6 +42,7 @@ impl Issuer {
             validations,
             keys,
             replays,
+            metrics,
         }
     }
 
@@ -78,6 +81,7 @@ impl Issuer {
         let registered =
             RegisteredClaims::from_claims(&claims).map_err(VerifyError::InvalidClaims)?;
         self.check_times(&registered, now)?;
+        self.check_audiences(&claims)?;
         reject_control_characters(&claims).map_err(VerifyError::InvalidClaims)?;
         let reservation = self.reserve(&registered, now)?;
         Ok(VerifiedToken {
@@ -86,6 +90,30 @@ impl Issuer {
             claims,
             reservation,
         })
+    }
+
+    /// Every audience the token names must be one of ours. The library accepts any overlap,
+    /// but a token also meant for another service could be replayed there as well as here.
+    fn check_audiences(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), VerifyError> {
+        use serde_json::Value;
+        let ours = |value: &Value| {
+            value
+                .as_str()
+                .is_some_and(|aud| self.settings.audiences.iter().any(|a| a == aud))
+        };
+        let all_ours = match claims.get("aud") {
+            Some(single @ Value::String(_)) => ours(single),
+            Some(Value::Array(list)) => !list.is_empty() && list.iter().all(ours),
+            _ => false,
+        };
+        if all_ours {
+            Ok(())
+        } else {
+            Err(VerifyError::AudienceMismatch)
+        }
     }
 
     /// With replay protection, marks `(iss, jti)` as in use until the token expires.
@@ -104,7 +132,10 @@ impl Issuer {
             .reserve(&claims.iss, jti, claims.exp + LEEWAY_SECS, now)
             .map(Some)
             .map_err(|error| match error {
-                ReplayError::Replayed => VerifyError::Replayed,
+                ReplayError::Replayed => {
+                    self.metrics.replay_rejected(&self.settings.name);
+                    VerifyError::Replayed
+                }
                 ReplayError::Full => VerifyError::ReplayCacheFull,
             })
     }

@@ -173,7 +173,7 @@ impl Verifier {
             let cache = KeyCache::new(&settings.name, fetcher_for(settings)?, Arc::clone(metrics));
             by_url.insert(
                 settings.url.clone(),
-                Arc::new(Issuer::new(settings.clone(), cache)),
+                Arc::new(Issuer::new(settings.clone(), cache, Arc::clone(metrics))),
             );
         }
         Ok(Self { by_url })
