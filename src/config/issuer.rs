@@ -31,6 +31,8 @@ pub struct RawIssuer {
     pub require_claims: Vec<String>,
     #[serde(default)]
     pub replay_protection: bool,
+    #[serde(default)]
+    pub key_refresh_cooldown: Option<ConfigDuration>,
 }
 
 type KeyError = (String, String);
@@ -78,7 +80,19 @@ impl RawIssuer {
                 .map_or(DEFAULT_MAX_TOKEN_LIFETIME, |d| d.0),
             require_claims: self.require_claims.clone(),
             replay_protection: self.replay_protection,
+            key_refresh_cooldown: self.key_refresh_cooldown()?,
         })
+    }
+
+    /// At least a second: a cooldown of zero would let unknown kids drive fetches at line rate.
+    fn key_refresh_cooldown(&self) -> Result<Duration, KeyError> {
+        let cooldown = self
+            .key_refresh_cooldown
+            .map_or(crate::oidc::REFRESH_COOLDOWN, |d| d.0);
+        if cooldown < Duration::from_secs(1) {
+            return Err(("keyRefreshCooldown".into(), "must be at least 1s".into()));
+        }
+        Ok(cooldown)
     }
 
     fn algorithms(&self) -> Result<Vec<Algorithm>, String> {

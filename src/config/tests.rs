@@ -132,6 +132,16 @@ fn each_mistake_is_refused_with_a_message_naming_file_place_and_key() {
             "issuers[1] (local): algorithms: \"HS256\" is not allowed",
         ),
         (
+            "algorithms: [RS256, ES256]",
+            "algorithms: []",
+            "issuers[1] (local): algorithms: must allow at least one algorithm",
+        ),
+        (
+            "    maxTokenLifetime: 10m\n",
+            "    maxTokenLifetime: 10m\n    keyRefreshCooldown: 500ms\n",
+            "keyRefreshCooldown",
+        ),
+        (
             "  - name: dev\n",
             "  - name: deploy-webapp\n",
             "policies[1] (deploy-webapp): name: duplicate policy name",

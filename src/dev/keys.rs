@@ -145,16 +145,22 @@ impl SigningKey {
         &self.decoding
     }
 
-    /// Signs arbitrary header and payload bytes as a compact JWS with this key's algorithm,
-    /// whatever they contain: tests use it to build tokens no honest issuer would.
-    pub fn sign_compact(&self, header: &[u8], payload: &[u8]) -> anyhow::Result<String> {
+    /// Signs arbitrary header and payload bytes as a compact JWS with `algorithm` (which must
+    /// suit this key's family), whatever they contain: tests use it to build tokens no honest
+    /// issuer would.
+    pub fn sign_compact(
+        &self,
+        algorithm: Algorithm,
+        header: &[u8],
+        payload: &[u8],
+    ) -> anyhow::Result<String> {
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header),
             URL_SAFE_NO_PAD.encode(payload)
         );
         let signature =
-            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.encoding, self.algorithm)?;
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.encoding, algorithm)?;
         Ok(format!("{signing_input}.{signature}"))
     }
 }

@@ -11,7 +11,9 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 
@@ -99,6 +101,7 @@ pub fn public_router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(reject_declared_oversize))
         .layer(middleware::from_fn(context::request_context))
         .with_state(state)
 }
@@ -110,6 +113,20 @@ pub fn admin_router(metrics: Arc<Metrics>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(context::request_context))
+}
+
+/// Refuses a body whose declared size is over the limit before any of it is read; undeclared
+/// (chunked) bodies over the limit are caught while reading.
+async fn reject_declared_oversize(request: Request, next: middleware::Next) -> Response {
+    let headers = request.headers();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

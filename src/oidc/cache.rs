@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use super::jwks::{KeyMap, VerifyingKey, parse_key_set};
 use crate::metrics::Metrics;
 
-/// At most one refresh per issuer per this period, however many unknown `kid`s arrive:
-/// a flood of made-up key ids must not become a flood of requests to the issuer.
+/// At most one refresh per issuer per this period (by default), however many unknown `kid`s
+/// arrive: a flood of made-up key ids must not become a flood of requests to the issuer.
 pub const REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
 /// Keys are served from cache during an issuer outage for this long after the last successful
 /// fetch; then lookups fail closed (503) until a fetch succeeds.
@@ -77,6 +77,8 @@ pub struct KeyCache {
     state: RwLock<KeyState>,
     /// Held for the duration of a refresh; the instant is the last attempt.
     refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// The least time between two fetches triggered by unknown kids.
+    cooldown: Duration,
     /// Kids found unknown by a refresh, and when: asked again within the cooldown, they are
     /// refused without waiting for the refresh lock.
     misses: Mutex<HashMap<String, Instant>>,
@@ -91,7 +93,15 @@ impl KeyCache {
             state: RwLock::default(),
             refresh: tokio::sync::Mutex::new(None),
             misses: Mutex::default(),
+            cooldown: REFRESH_COOLDOWN,
         }
+    }
+
+    /// Sets the refresh cooldown (default [`REFRESH_COOLDOWN`]).
+    #[must_use]
+    pub fn with_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
     }
 
     /// The key for `kid`, refreshing once (subject to the cooldown) when it is unknown.
@@ -107,7 +117,7 @@ impl KeyCache {
         if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
-        if last_attempt.is_none_or(|at| at.elapsed() >= REFRESH_COOLDOWN) {
+        if last_attempt.is_none_or(|at| at.elapsed() >= self.cooldown) {
             *last_attempt = Some(Instant::now());
             self.fetch_now().await;
         }
@@ -122,13 +132,13 @@ impl KeyCache {
         let misses = self.misses.lock().unwrap_or_else(PoisonError::into_inner);
         misses
             .get(kid)
-            .is_some_and(|at| at.elapsed() < REFRESH_COOLDOWN)
+            .is_some_and(|at| at.elapsed() < self.cooldown)
     }
 
     fn remember_miss(&self, kid: &str) {
         let mut misses = self.misses.lock().unwrap_or_else(PoisonError::into_inner);
         if misses.len() >= MAX_REMEMBERED_MISSES {
-            misses.retain(|_, at| at.elapsed() < REFRESH_COOLDOWN);
+            misses.retain(|_, at| at.elapsed() < self.cooldown);
         }
         if misses.len() < MAX_REMEMBERED_MISSES {
             misses.insert(kid.to_owned(), Instant::now());

@@ -52,6 +52,8 @@ pub struct IssuerSettings {
     pub require_claims: Vec<String>,
     /// Each `(iss, jti)` may be exchanged once (per replica).
     pub replay_protection: bool,
+    /// The least time between two key fetches triggered by unknown `kid`s.
+    pub key_refresh_cooldown: Duration,
 }
 
 /// Where an issuer's keys are found.
@@ -170,7 +172,8 @@ impl Verifier {
     ) -> anyhow::Result<Self> {
         let mut by_url = HashMap::with_capacity(issuers.len());
         for settings in issuers {
-            let cache = KeyCache::new(&settings.name, fetcher_for(settings)?, Arc::clone(metrics));
+            let cache = KeyCache::new(&settings.name, fetcher_for(settings)?, Arc::clone(metrics))
+                .with_cooldown(settings.key_refresh_cooldown);
             by_url.insert(
                 settings.url.clone(),
                 Arc::new(Issuer::new(settings.clone(), cache, Arc::clone(metrics))),
