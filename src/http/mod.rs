@@ -91,6 +91,16 @@ impl Deref for AppState {
     }
 }
 
+/// Every `(method, path)` that [`public_router`] serves; keep it in step with the `.route`
+/// calls. openapi.yaml documents exactly these, which `tests/ship/openapi.rs` checks (and
+/// probes each one over HTTP).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/token"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/openapi.yaml"),
+];
+
 /// The public listener's routes.
 pub fn public_router(state: AppState) -> Router {
     Router::new()

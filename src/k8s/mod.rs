@@ -1,7 +1,10 @@
-//! Kubernetes: minting service-account tokens through the TokenRequest API.
+//! Kubernetes: minting service-account tokens through the TokenRequest API, the RBAC that
+//! minting needs, and the scan for the legacy token Secrets it replaces.
 
 mod contact;
+pub mod legacy;
 mod mint;
+pub mod rbac;
 
 pub use contact::{ApiContact, probe};
 pub use mint::{KubeMinter, MintError, MintRequest, MintedToken, Minter};

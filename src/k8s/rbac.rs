@@ -1,0 +1,233 @@
+//! RBAC for minting (`tokenvend rbac`): the least-privilege Role and RoleBinding per target
+//! namespace that let tokenvend's own service account `create` `serviceaccounts/token` for
+//! exactly the service accounts the policies name (kube-api.md §3: `resourceNames` restrict
+//! this subresource, because the name is in the URL).
+//!
+//! Pure: `(namespace, name)` pairs in, Kubernetes objects out. A templated part (`${…}`, which
+//! is resolved per request from the caller's claims) cannot be listed ahead of time, so it
+//! widens the rule, and the plan carries a warning saying how far:
+//! - a templated **name** drops `resourceNames` from that namespace's Role: every service
+//!   account in the namespace may be minted;
+//! - a templated **namespace** needs a ClusterRole and ClusterRoleBinding without
+//!   `resourceNames`: every service account in every namespace may be minted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+
+use crate::policy::{PolicySet, ServiceAccountRef};
+
+/// What marks a templated namespace or name in a policy grant.
+pub const TEMPLATE_MARKER: &str = "${";
+
+/// The service account tokenvend runs as when `--service-account` is not given.
+pub const DEFAULT_SUBJECT: &str = "tokenvend/tokenvend";
+
+/// One generated RBAC object; serialises as the Kubernetes object itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RbacObject {
+    Role(Role),
+    RoleBinding(RoleBinding),
+    ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
+}
+
+/// The generated objects, in a stable order, and the warnings about wider rules.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RbacPlan {
+    pub objects: Vec<RbacObject>,
+    /// One line per widened rule, for stderr.
+    pub warnings: Vec<String>,
+}
+
+/// Every `(namespace, name)` that some policy grants, in policy order (duplicates allowed).
+pub fn granted_targets(policies: &PolicySet) -> Vec<(String, String)> {
+    policies
+        .iter()
+        .flat_map(|policy| &policy.grant.service_accounts)
+        .map(|sa| (sa.namespace().to_owned(), sa.name().to_owned()))
+        .collect()
+}
+
+/// The Roles and bindings that let `subject` mint tokens for `targets` and nothing else.
+pub fn plan(targets: &[(String, String)], subject: &ServiceAccountRef) -> RbacPlan {
+    let mut plan = RbacPlan::default();
+    let (templated_namespaces, by_namespace) = group(targets);
+    for (namespace, names) in &by_namespace {
+        let resource_names = if names.iter().any(|name| is_templated(name)) {
+            plan.warnings.push(wide_name_warning(namespace, names));
+            None
+        } else {
+            Some(names.iter().cloned().collect())
+        };
+        plan.objects
+            .push(RbacObject::Role(role(subject, namespace, resource_names)));
+        plan.objects
+            .push(RbacObject::RoleBinding(role_binding(subject, namespace)));
+    }
+    if !templated_namespaces.is_empty() {
+        plan.warnings
+            .push(wide_namespace_warning(&templated_namespaces));
+        plan.objects
+            .push(RbacObject::ClusterRole(cluster_role(subject)));
+        plan.objects
+            .push(RbacObject::ClusterRoleBinding(cluster_role_binding(
+                subject,
+            )));
+    }
+    plan
+}
+
+impl RbacPlan {
+    /// The objects as one multi-document YAML stream, after `header` (comment lines).
+    ///
+    /// # Panics
+    /// Never in practice: Kubernetes objects always serialise.
+    pub fn to_yaml(&self, header: &str) -> String {
+        let mut out = String::from(header);
+        for object in &self.objects {
+            out.push_str("---\n");
+            out.push_str(&serde_saphyr::to_string(object).expect("RBAC objects serialise"));
+        }
+        out
+    }
+}
+
+fn is_templated(part: &str) -> bool {
+    part.contains(TEMPLATE_MARKER)
+}
+
+/// Splits targets into the entries with a templated namespace, and literal namespaces with
+/// their sorted, distinct names.
+fn group(targets: &[(String, String)]) -> (Vec<String>, BTreeMap<String, BTreeSet<String>>) {
+    let mut templated = Vec::new();
+    let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (namespace, name) in targets {
+        if is_templated(namespace) {
+            templated.push(format!("{namespace}/{name}"));
+        } else {
+            by_namespace
+                .entry(namespace.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+    }
+    templated.sort();
+    templated.dedup();
+    (templated, by_namespace)
+}
+
+fn wide_name_warning(namespace: &str, names: &BTreeSet<String>) -> String {
+    let templated: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| is_templated(n))
+        .collect();
+    format!(
+        "warning: {namespace}: templated service-account names ({}) cannot be listed in \
+         resourceNames; the Role in namespace {namespace:?} lets tokenvend mint tokens for \
+         EVERY service account in it",
+        templated.join(", ")
+    )
+}
+
+fn wide_namespace_warning(templated: &[String]) -> String {
+    format!(
+        "warning: templated namespaces ({}) cannot be bound per namespace; the ClusterRole \
+         lets tokenvend mint tokens for EVERY service account in EVERY namespace. Prefer \
+         literal namespaces, or replace the ClusterRoleBinding with RoleBindings to the \
+         ClusterRole in the namespaces the template may resolve to",
+        templated.join(", ")
+    )
+}
+
+/// `{subject name}-minter`, for the namespaced objects.
+fn role_name(subject: &ServiceAccountRef) -> String {
+    format!("{}-minter", subject.name())
+}
+
+/// `{subject namespace}-{subject name}-minter`: cluster-scoped, so it names the install.
+fn cluster_role_name(subject: &ServiceAccountRef) -> String {
+    format!("{}-{}-minter", subject.namespace(), subject.name())
+}
+
+fn metadata(name: String, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), "tokenvend".to_owned()),
+            (
+                "app.kubernetes.io/component".to_owned(),
+                "minter-rbac".to_owned(),
+            ),
+        ])),
+        ..ObjectMeta::default()
+    }
+}
+
+fn create_tokens(resource_names: Option<Vec<String>>) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["serviceaccounts/token".to_owned()]),
+        verbs: vec!["create".to_owned()],
+        resource_names,
+        non_resource_urls: None,
+    }
+}
+
+fn subjects(subject: &ServiceAccountRef) -> Option<Vec<Subject>> {
+    Some(vec![Subject {
+        api_group: None,
+        kind: "ServiceAccount".to_owned(),
+        name: subject.name().to_owned(),
+        namespace: Some(subject.namespace().to_owned()),
+    }])
+}
+
+fn role_ref(kind: &str, name: String) -> RoleRef {
+    RoleRef {
+        api_group: "rbac.authorization.k8s.io".to_owned(),
+        kind: kind.to_owned(),
+        name,
+    }
+}
+
+fn role(subject: &ServiceAccountRef, namespace: &str, names: Option<Vec<String>>) -> Role {
+    Role {
+        metadata: metadata(role_name(subject), Some(namespace)),
+        rules: Some(vec![create_tokens(names)]),
+    }
+}
+
+fn role_binding(subject: &ServiceAccountRef, namespace: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: metadata(role_name(subject), Some(namespace)),
+        role_ref: role_ref("Role", role_name(subject)),
+        subjects: subjects(subject),
+    }
+}
+
+fn cluster_role(subject: &ServiceAccountRef) -> ClusterRole {
+    ClusterRole {
+        metadata: metadata(cluster_role_name(subject), None),
+        rules: Some(vec![create_tokens(None)]),
+        aggregation_rule: None,
+    }
+}
+
+fn cluster_role_binding(subject: &ServiceAccountRef) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: metadata(cluster_role_name(subject), None),
+        role_ref: role_ref("ClusterRole", cluster_role_name(subject)),
+        subjects: subjects(subject),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+use super::*;
+
+fn targets(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(ns, name)| ((*ns).to_owned(), (*name).to_owned()))
+        .collect()
+}
+
+fn subject() -> ServiceAccountRef {
+    ServiceAccountRef::parse(DEFAULT_SUBJECT).unwrap()
+}
+
+fn roles(plan: &RbacPlan) -> Vec<&Role> {
+    plan.objects
+        .iter()
+        .filter_map(|o| match o {
+            RbacObject::Role(role) => Some(role),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn literal_names_become_one_role_and_binding_per_namespace() {
+    let plan = plan(
+        &targets(&[
+            ("production", "deployer"),
+            ("staging", "deployer"),
+            ("production", "backup"),
+            ("production", "deployer"),
+        ]),
+        &subject(),
+    );
+    assert!(plan.warnings.is_empty());
+    assert_eq!(plan.objects.len(), 4);
+    let roles = roles(&plan);
+    assert_eq!(roles[0].metadata.namespace.as_deref(), Some("production"));
+    let rule = &roles[0].rules.as_ref().unwrap()[0];
+    assert_eq!(rule.verbs, ["create"]);
+    assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]));
+    assert_eq!(
+        rule.resources.as_deref(),
+        Some(&["serviceaccounts/token".to_owned()][..])
+    );
+    assert_eq!(
+        rule.resource_names.as_deref(),
+        Some(&["backup".to_owned(), "deployer".to_owned()][..])
+    );
+    assert_eq!(roles[1].metadata.namespace.as_deref(), Some("staging"));
+}
+
+#[test]
+fn bindings_name_the_tokenvend_service_account() {
+    let subject = ServiceAccountRef::parse("platform/vend").unwrap();
+    let plan = plan(&targets(&[("production", "deployer")]), &subject);
+    let RbacObject::RoleBinding(binding) = &plan.objects[1] else {
+        panic!("expected a RoleBinding: {plan:?}");
+    };
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.role_ref.name, "vend-minter");
+    let subjects = binding.subjects.as_ref().unwrap();
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(
+        (subjects[0].namespace.as_deref(), subjects[0].name.as_str()),
+        (Some("platform"), "vend")
+    );
+}
+
+#[test]
+fn a_templated_name_widens_only_its_namespace_with_a_warning() {
+    let plan = plan(
+        &targets(&[
+            ("production", "${claims.repository_id}"),
+            ("production", "deployer"),
+            ("staging", "deployer"),
+        ]),
+        &subject(),
+    );
+    let roles = roles(&plan);
+    assert_eq!(roles[0].rules.as_ref().unwrap()[0].resource_names, None);
+    assert_eq!(
+        roles[1].rules.as_ref().unwrap()[0].resource_names,
+        Some(vec!["deployer".to_owned()])
+    );
+    assert_eq!(plan.warnings.len(), 1);
+    assert!(plan.warnings[0].contains("production"), "{plan:?}");
+    assert!(plan.warnings[0].contains("${claims.repository_id}"));
+}
+
+#[test]
+fn a_templated_namespace_needs_a_cluster_role_with_a_warning() {
+    let plan = plan(
+        &targets(&[("team-${claims.team}", "deployer"), ("staging", "deployer")]),
+        &subject(),
+    );
+    assert_eq!(plan.objects.len(), 4);
+    let RbacObject::ClusterRole(role) = &plan.objects[2] else {
+        panic!("expected a ClusterRole: {plan:?}");
+    };
+    assert_eq!(
+        role.metadata.name.as_deref(),
+        Some("tokenvend-tokenvend-minter")
+    );
+    assert_eq!(role.rules.as_ref().unwrap()[0].resource_names, None);
+    let RbacObject::ClusterRoleBinding(binding) = &plan.objects[3] else {
+        panic!("expected a ClusterRoleBinding: {plan:?}");
+    };
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(plan.warnings.len(), 1);
+    assert!(plan.warnings[0].contains("team-${claims.team}/deployer"));
+}
+
+#[test]
+fn no_targets_means_no_objects() {
+    assert_eq!(plan(&[], &subject()), RbacPlan::default());
+}
+
+#[test]
+fn yaml_is_a_stream_of_kubernetes_objects_after_the_header() {
+    let yaml = plan(&targets(&[("production", "deployer")]), &subject()).to_yaml("# head\n");
+    assert!(yaml.starts_with("# head\n---\napiVersion: rbac.authorization.k8s.io/v1\n"));
+    assert_eq!(yaml.matches("---\n").count(), 2, "{yaml}");
+    assert!(yaml.contains("kind: Role\n"), "{yaml}");
+    assert!(yaml.contains("kind: RoleBinding\n"), "{yaml}");
+    assert!(yaml.contains("serviceaccounts/token"), "{yaml}");
+}

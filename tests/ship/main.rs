@@ -1,0 +1,13 @@
+//! Shipping: the RBAC that `tokenvend rbac` prints (enough, and no more, on the API stand-in),
+//! `legacy-scan` against the stand-in, openapi.yaml against the router, and deploy/ in step
+//! with config/ and the code.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+mod deploy;
+mod legacy_scan;
+mod openapi;
+mod rbac;
+mod support;
