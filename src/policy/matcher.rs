@@ -2,6 +2,7 @@
 //!
 //! Claims are data, never patterns: a matcher's value comes only from the config file.
 
+use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
 /// Where a matcher looks: a top-level claim by name, or a nested one by JSON pointer (`/a/b`).
@@ -59,13 +60,33 @@ fn unescape(segment: &str) -> String {
 
 /// What a claim value must be. Comparison is by JSON value and byte-exact for strings:
 /// no trimming, no case folding, no Unicode normalisation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Matcher {
     /// The claim equals this scalar (string, number or boolean).
     Exact(Value),
     /// The claim equals one of these scalars.
     OneOf(Vec<Value>),
+    /// The claim is a string matching this glob, compiled to an anchored regex in which `*`
+    /// matches any run of characters but `/` and `:`.
+    Glob { pattern: String, compiled: Regex },
+    /// The claim is a string matching this regex, always anchored at both ends.
+    Regex { pattern: String, compiled: Regex },
 }
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Exact(a), Self::Exact(b)) => a == b,
+            (Self::OneOf(a), Self::OneOf(b)) => a == b,
+            (Self::Glob { pattern: a, .. }, Self::Glob { pattern: b, .. })
+            | (Self::Regex { pattern: a, .. }, Self::Regex { pattern: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Compiled patterns are capped: a policy file is trusted, but a typo should not cost memory.
+const MAX_PATTERN_BYTES: usize = 1 << 16;
 
 impl Matcher {
     /// Compiles a matcher from its YAML form: a scalar, or `{oneOf: [scalars]}`.
@@ -90,6 +111,9 @@ impl Matcher {
         match self {
             Self::Exact(expected) => expected == claim,
             Self::OneOf(options) => options.iter().any(|option| option == claim),
+            Self::Glob { compiled, .. } | Self::Regex { compiled, .. } => {
+                claim.as_str().is_some_and(|text| compiled.is_match(text))
+            }
         }
     }
 }
@@ -116,10 +140,34 @@ fn compile_operator(object: &Map<String, Value>) -> Result<Matcher, String> {
             }
             Ok(Matcher::OneOf(options.clone()))
         }
+        "glob" => {
+            let pattern = operand.as_str().ok_or("glob takes a string")?;
+            let compiled = anchored(&glob_to_regex(pattern))?;
+            Ok(Matcher::Glob { pattern: pattern.to_owned(), compiled })
+        }
+        "regex" => {
+            let pattern = operand.as_str().ok_or("regex takes a string")?;
+            let compiled = anchored(pattern)?;
+            Ok(Matcher::Regex { pattern: pattern.to_owned(), compiled })
+        }
         other => Err(format!(
-            "unknown matcher operator `{other}` (expected oneOf)"
+            "unknown matcher operator `{other}` (expected oneOf, glob or regex)"
         )),
     }
+}
+
+/// `*` → any run of characters except `/` and `:` (so a glob never crosses a path or field
+/// boundary); everything else literal.
+fn glob_to_regex(glob: &str) -> String {
+    glob.split('*').map(regex::escape).collect::<Vec<_>>().join("[^/:]*")
+}
+
+/// Compiles `pattern` so that it must match the whole claim: `^(?:pattern)$`.
+fn anchored(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(MAX_PATTERN_BYTES * 16)
+        .build()
+        .map_err(|e| format!("invalid pattern: {e}"))
 }
 
 fn is_scalar(value: &Value) -> bool {
