@@ -23,6 +23,9 @@ enum Command {
     Serve(ServeArgs),
     /// Run a local OIDC issuer, a Kubernetes API stand-in and the service wired to both.
     Dev(crate::dev::DevArgs),
+    /// Obtain a token from a tokenvend service: print it, write it, keep a file fresh, or
+    /// act as a kubectl exec plugin.
+    Token(crate::client::TokenArgs),
 }
 
 /// Flags of `serve`.
@@ -62,6 +65,7 @@ impl Cli {
         match self.command {
             Command::Serve(args) => serve(args).await,
             Command::Dev(args) => crate::dev::run(args).await,
+            Command::Token(args) => crate::client::run(args).await,
         }
     }
 }
