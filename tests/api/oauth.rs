@@ -262,3 +262,26 @@ async fn kubernetes_failures_are_server_errors_and_timeouts_temporary() {
     app.apiserver().clear_faults();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_token_exchange() {
+    let app = spawn_app().await;
+    let spec = app
+        .http
+        .get(format!("{}/openapi.yaml", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "/oauth2/token:",
+        "TokenExchangeResponse:",
+        "invalid_target",
+        "exec-credential",
+    ] {
+        assert!(spec.contains(needle), "{needle} missing from openapi.yaml");
+    }
+    app.stop().await;
+}
