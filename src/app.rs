@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
-use crate::http::{AppState, admin_router, public_router};
+use crate::config::{Config, KubernetesSettings};
+use crate::http::{AppState, KubeconfigCluster, admin_router, public_router};
 use crate::k8s::{ApiContact, KubeMinter, Minter, probe};
 use crate::metrics::Metrics;
 use crate::oidc::Verifier;
@@ -25,6 +26,16 @@ pub struct Listen {
     pub admin: SocketAddr,
 }
 
+/// The parts the service is wired from.
+struct Wiring {
+    verifier: Arc<Verifier>,
+    minter: Arc<dyn Minter>,
+    metrics: Arc<Metrics>,
+    contact: Arc<ApiContact>,
+    client: kube::Client,
+    kubeconfig_cluster: KubeconfigCluster,
+}
+
 /// A service ready to run: listeners bound, keys warmed up.
 pub struct Application {
     public: TcpListener,
@@ -36,6 +47,10 @@ pub struct Application {
 
 impl Application {
     /// Binds the listeners and wires the service to the Kubernetes API described by `kube_config`.
+    ///
+    /// # Errors
+    /// A listener cannot be bound, an issuer or the kube client cannot be set up, or
+    /// `kubernetes.kubeconfigCAFile` cannot be read.
     pub async fn build(
         config: Config,
         listen: Listen,
@@ -44,6 +59,7 @@ impl Application {
         crate::crypto::install_providers()?;
         let metrics = Arc::new(Metrics::new());
         let verifier = Arc::new(Verifier::over_http(&config.issuers, &metrics)?);
+        let kubeconfig_cluster = kubeconfig_cluster(&config.kubernetes, &kube_config)?;
         let client = kube::Client::try_from(kube_config)?;
         let contact = Arc::new(ApiContact::default());
         let minter: Arc<dyn Minter> = Arc::new(KubeMinter::new(
@@ -52,18 +68,26 @@ impl Application {
             Arc::clone(&metrics),
             Arc::clone(&contact),
         ));
-        Self::with_minter(config, listen, verifier, minter, metrics, contact, client).await
+        let wiring = Wiring {
+            verifier,
+            minter,
+            metrics,
+            contact,
+            client,
+            kubeconfig_cluster,
+        };
+        Self::wire(config, listen, wiring).await
     }
 
-    async fn with_minter(
-        config: Config,
-        listen: Listen,
-        verifier: Arc<Verifier>,
-        minter: Arc<dyn Minter>,
-        metrics: Arc<Metrics>,
-        contact: Arc<ApiContact>,
-        client: kube::Client,
-    ) -> anyhow::Result<Self> {
+    async fn wire(config: Config, listen: Listen, wiring: Wiring) -> anyhow::Result<Self> {
+        let Wiring {
+            verifier,
+            minter,
+            metrics,
+            contact,
+            client,
+            kubeconfig_cluster,
+        } = wiring;
         let public = TcpListener::bind(listen.public).await?;
         let admin = TcpListener::bind(listen.admin).await?;
         let failed = verifier.warm_up().await;
@@ -71,7 +95,14 @@ impl Application {
             tracing::warn!(issuers = ?failed, "starting without keys for some issuers; their tokens get 503 until keys load");
         }
         probe(&client, &contact, config.kubernetes.request_timeout).await;
-        let state = AppState::new(verifier, config.policies, minter, metrics, contact);
+        let state = AppState::new(
+            verifier,
+            config.policies,
+            minter,
+            metrics,
+            contact,
+            kubeconfig_cluster,
+        );
         Ok(Self {
             public,
             admin,
@@ -160,6 +191,45 @@ fn spawn_background(
         }
     }));
     tasks
+}
+
+/// Where kubeconfig outputs point: the configured server and CA file, else the service's own
+/// Kubernetes client settings (its cluster URL and trust roots).
+fn kubeconfig_cluster(
+    settings: &KubernetesSettings,
+    kube_config: &kube::Config,
+) -> anyhow::Result<KubeconfigCluster> {
+    let server = settings.kubeconfig_server.clone().unwrap_or_else(|| {
+        kube_config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned()
+    });
+    let ca_pem = match &settings.kubeconfig_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("kubernetes.kubeconfigCAFile {}", path.display()))?,
+        ),
+        None => kube_config.root_cert.as_deref().map(pem_certificates),
+    };
+    Ok(KubeconfigCluster { server, ca_pem })
+}
+
+/// DER certificates as a PEM bundle.
+fn pem_certificates(certificates: &[Vec<u8>]) -> String {
+    use base64::Engine as _;
+    let mut pem = String::new();
+    for der in certificates {
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

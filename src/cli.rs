@@ -33,6 +33,9 @@ enum Command {
     Rbac(RbacArgs),
     /// List long-lived service-account token Secrets, and which policy already covers each.
     LegacyScan(LegacyScanArgs),
+    /// Obtain a token from a tokenvend service: print it, write it, keep a file fresh, or
+    /// act as a kubectl exec plugin.
+    Token(crate::client::TokenArgs),
 }
 
 /// Flags of `serve`.
@@ -111,6 +114,7 @@ impl Cli {
             Command::Dev(args) => crate::dev::run(args).await,
             Command::Rbac(args) => print_rbac(&args),
             Command::LegacyScan(args) => legacy_scan(args).await,
+            Command::Token(args) => crate::client::run(args).await,
         }
     }
 }

@@ -32,6 +32,9 @@ struct RawConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawKubernetes {
     request_timeout: Option<ConfigDuration>,
+    kubeconfig_server: Option<String>,
+    #[serde(rename = "kubeconfigCAFile")]
+    kubeconfig_ca_file: Option<PathBuf>,
 }
 
 /// How tokenvend talks to the Kubernetes API.
@@ -39,6 +42,11 @@ struct RawKubernetes {
 pub struct KubernetesSettings {
     /// The deadline for one TokenRequest, retries included.
     pub request_timeout: Duration,
+    /// The API server URL written into kubeconfig outputs; `None`: the client's own.
+    pub kubeconfig_server: Option<String>,
+    /// The CA bundle (PEM) written into kubeconfig outputs; `None`: the client's own roots.
+    /// Read when the service starts.
+    pub kubeconfig_ca_file: Option<PathBuf>,
 }
 
 /// A loaded, validated configuration.
@@ -114,17 +122,44 @@ impl Config {
             .collect();
         let policies =
             PolicySet::compile(&raw.policies, &rules).map_err(|e| invalid(e.to_string()))?;
-        let request_timeout = raw
-            .kubernetes
-            .request_timeout
-            .map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0);
+        let kubernetes = raw.kubernetes.compile().map_err(invalid)?;
         Ok(Self {
             source: source.to_owned(),
-            kubernetes: KubernetesSettings { request_timeout },
+            kubernetes,
             issuers,
             policies,
         })
     }
+}
+
+impl RawKubernetes {
+    fn compile(self) -> Result<KubernetesSettings, String> {
+        if let Some(server) = &self.kubeconfig_server {
+            check_kubeconfig_server(server)
+                .map_err(|message| format!("kubernetes: kubeconfigServer: {message}"))?;
+        }
+        Ok(KubernetesSettings {
+            request_timeout: self
+                .request_timeout
+                .map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0),
+            kubeconfig_server: self.kubeconfig_server,
+            kubeconfig_ca_file: self.kubeconfig_ca_file,
+        })
+    }
+}
+
+/// An `https` URL with a host and nothing a kubeconfig `server` cannot carry.
+fn check_kubeconfig_server(text: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if url.scheme() != "https" || url.host_str().is_none() {
+        return Err(format!("{text:?} must be an https URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!(
+            "{text:?} must not carry a query, fragment or credentials"
+        ));
+    }
+    Ok(())
 }
 
 /// serde-saphyr renders a snippet naming `<input>`; the first line already says `line L column C: ...`.

@@ -108,8 +108,13 @@ fn each_mistake_is_refused_with_a_message_naming_file_place_and_key() {
         ),
         (
             "      environment: {oneOf: [production, staging]}\n",
-            "      environment: {glob: prod*}\n",
-            "match.environment: unknown matcher operator `glob`",
+            "      environment: {like: prod%}\n",
+            "match.environment: unknown matcher operator `like`",
+        ),
+        (
+            "      environment: {oneOf: [production, staging]}\n",
+            "      environment: {regex: \"prod(\"}\n",
+            "match.environment: invalid pattern",
         ),
         (
             "[production/deployer]",
@@ -187,4 +192,41 @@ fn every_example_in_the_config_folder_loads() {
         }
     }
     assert!(loaded >= 2, "expected the examples in {}", folder.display());
+}
+
+#[test]
+fn the_kubeconfig_server_and_ca_file_are_read_and_default_to_none() {
+    assert_eq!(parse(VALID).unwrap().kubernetes.kubeconfig_server, None);
+    let text = VALID.replace(
+        "requestTimeout: 3s",
+        "requestTimeout: 3s\n  kubeconfigServer: https://k8s.example.com:6443\n  kubeconfigCAFile: /etc/ca.crt",
+    );
+    let kubernetes = parse(&text).unwrap().kubernetes;
+    assert_eq!(
+        kubernetes.kubeconfig_server.as_deref(),
+        Some("https://k8s.example.com:6443")
+    );
+    assert_eq!(
+        kubernetes.kubeconfig_ca_file.as_deref(),
+        Some(Path::new("/etc/ca.crt"))
+    );
+}
+
+#[test]
+fn a_kubeconfig_server_that_is_not_plain_https_is_refused() {
+    for server in [
+        "http://k8s.example.com",
+        "k8s.example.com",
+        "https://u@k8s.example.com",
+    ] {
+        let text = VALID.replace(
+            "requestTimeout: 3s",
+            &format!("requestTimeout: 3s\n  kubeconfigServer: {server}"),
+        );
+        let message = error_of(&text);
+        assert!(
+            message.contains("kubernetes: kubeconfigServer"),
+            "{message}"
+        );
+    }
 }

@@ -4,7 +4,9 @@
 mod context;
 mod error;
 mod extract;
+mod format;
 mod health;
+mod oauth;
 mod token;
 
 use std::ops::Deref;
@@ -19,6 +21,7 @@ use axum::{Router, middleware};
 
 pub use error::{ApiError, ErrorBody};
 pub use extract::{BearerToken, bearer_token};
+pub use format::{EXEC_CREDENTIAL_API_VERSION, ExecCredential, KubeconfigCluster};
 pub use health::OPENAPI_YAML;
 
 use crate::k8s::{ApiContact, Minter};
@@ -39,6 +42,8 @@ pub struct Shared {
     pub minter: Arc<dyn Minter>,
     pub metrics: Arc<Metrics>,
     pub api_contact: Arc<ApiContact>,
+    /// Where kubeconfig outputs point.
+    pub kubeconfig_cluster: KubeconfigCluster,
     policies: RwLock<Arc<PolicySet>>,
     shutting_down: AtomicBool,
 }
@@ -50,12 +55,14 @@ impl AppState {
         minter: Arc<dyn Minter>,
         metrics: Arc<Metrics>,
         api_contact: Arc<ApiContact>,
+        kubeconfig_cluster: KubeconfigCluster,
     ) -> Self {
         Self(Arc::new(Shared {
             verifier,
             minter,
             metrics,
             api_contact,
+            kubeconfig_cluster,
             policies: RwLock::new(Arc::new(policies)),
             shutting_down: AtomicBool::new(false),
         }))
@@ -96,6 +103,7 @@ impl Deref for AppState {
 /// probes each one over HTTP).
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/token"),
+    ("POST", "/oauth2/token"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.yaml"),
@@ -105,6 +113,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn public_router(state: AppState) -> Router {
     Router::new()
         .route("/v1/token", post(token::issue))
+        .route("/oauth2/token", post(oauth::exchange))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.yaml", get(health::openapi))

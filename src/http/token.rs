@@ -5,18 +5,19 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::AppState;
 use super::context::RequestContext;
 use super::error::ApiError;
 use super::extract::bearer_token;
+use super::format::{Format, Issued, render};
 use crate::audit::{AuditRecord, Outcome, sha256_hex};
 use crate::k8s::{MintRequest, MintedToken};
-use crate::policy::{Denial, Grant, Request, ServiceAccountRef};
+use crate::policy::{Denial, Request, ServiceAccountRef};
 
 /// The optional JSON body.
 #[derive(Debug, Default, Deserialize)]
@@ -33,39 +34,6 @@ struct TokenBody {
 pub struct TokenParams {
     #[serde(default)]
     format: Format,
-}
-
-/// How the minted token is returned.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum Format {
-    #[default]
-    Json,
-    Token,
-}
-
-/// The JSON response.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TokenResponse<'a> {
-    token: &'a str,
-    expiration_timestamp: String,
-    service_account: ServiceAccountName<'a>,
-    audiences: &'a [String],
-    policy: &'a str,
-    token_id: Option<&'a str>,
-}
-
-#[derive(Debug, Serialize)]
-struct ServiceAccountName<'a> {
-    namespace: &'a str,
-    name: &'a str,
-}
-
-/// What a successful exchange produced.
-struct Issued {
-    grant: Grant,
-    minted: MintedToken,
 }
 
 pub async fn issue(
@@ -94,29 +62,45 @@ pub async fn issue(
         Ok((issued, params.format))
     }
     .await;
-    let (outcome, reason) = outcome_of(&result);
-    let response = match result {
-        Ok((issued, format)) => {
+    record(
+        &app,
+        audit,
+        result.as_ref().map(|(issued, _)| issued),
+        "token",
+        started,
+    );
+    match result {
+        Ok((issued, format)) => render(&issued, format, &app.kubeconfig_cluster),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Writes the audit record, counts the request and logs a failure once.
+pub(super) fn record(
+    app: &AppState,
+    mut audit: AuditRecord,
+    result: Result<&Issued, &ApiError>,
+    endpoint: &'static str,
+    started: Instant,
+) {
+    let (outcome, reason) = outcome_of(result);
+    match result {
+        Ok(issued) => {
             audit.expiration_timestamp = Some(issued.minted.expiration.to_string());
             audit.token_id.clone_from(&issued.minted.token_id);
             audit.token_sha256 = Some(sha256_hex(issued.minted.token.expose_secret().as_bytes()));
             app.metrics
                 .token_issued(&issued.grant.policy, ttl_seconds(&issued.minted));
-            respond(&issued, format)
         }
-        Err(error) => {
-            log_failure(&error);
-            error.into_response()
-        }
-    };
+        Err(error) => log_failure(error),
+    }
     if outcome != Outcome::Issued {
         app.metrics
             .rejected(audit.reason.as_deref().unwrap_or(&reason));
     }
     audit.write(outcome, &reason);
     app.metrics
-        .request_finished("token", outcome.as_str(), started.elapsed().as_secs_f64());
-    response
+        .request_finished(endpoint, outcome.as_str(), started.elapsed().as_secs_f64());
 }
 
 async fn exchange(
@@ -127,6 +111,19 @@ async fn exchange(
     audit: &mut AuditRecord,
 ) -> Result<Issued, ApiError> {
     let request = parse_body(headers, body)?;
+    exchange_request(app, credential, &request, audit, "in serviceAccount").await
+}
+
+/// Verify → policy → mint for a parsed request; fills in the audit record as it goes (its
+/// `reason` names a denial). `naming` says how this endpoint's caller names a service
+/// account, for the message that lists its choices.
+pub(super) async fn exchange_request(
+    app: &AppState,
+    credential: &SecretString,
+    request: &Request,
+    audit: &mut AuditRecord,
+    naming: &str,
+) -> Result<Issued, ApiError> {
     let mut verified = app
         .verifier
         .verify(credential.expose_secret(), unix_now())
@@ -139,7 +136,7 @@ async fn exchange(
 
     let policies = app.policies();
     let grant = policies
-        .evaluate(&verified.issuer, &verified.claims, &request)
+        .evaluate(&verified.issuer, &verified.claims, request)
         .map_err(|denial| {
             if let Some(sa) = request.service_account() {
                 audit.namespace = Some(sa.namespace().to_owned());
@@ -147,7 +144,13 @@ async fn exchange(
             }
             audit.audiences = request.audiences().map(<[String]>::to_vec);
             audit.reason = Some(denial.reason().to_owned());
-            denied(&verified.issuer, audit.subject.as_deref(), &request, denial)
+            denied(
+                &verified.issuer,
+                audit.subject.as_deref(),
+                request,
+                denial,
+                naming,
+            )
         })?;
     audit.policy = Some(grant.policy.clone());
     audit.namespace = Some(grant.service_account.namespace().to_owned());
@@ -226,12 +229,18 @@ fn body_error(error: &serde_json::Error) -> String {
 }
 
 /// The caller's view of a denial: who asked for what, never which rule nearly matched.
-fn denied(issuer: &str, subject: Option<&str>, request: &Request, denial: Denial) -> ApiError {
+fn denied(
+    issuer: &str,
+    subject: Option<&str>,
+    request: &Request,
+    denial: Denial,
+    naming: &str,
+) -> ApiError {
     tracing::info!(reason = denial.reason(), detail = %denial, "request denied");
     if let Denial::AmbiguousServiceAccount(choices) = denial {
         let list: Vec<String> = choices.iter().map(ToString::to_string).collect();
         return ApiError::InvalidRequest(format!(
-            "several service accounts are granted; name one in serviceAccount: {}",
+            "several service accounts are granted; name one {naming}: {}",
             list.join(", ")
         ));
     }
@@ -248,7 +257,7 @@ fn denied(issuer: &str, subject: Option<&str>, request: &Request, denial: Denial
     ))
 }
 
-fn outcome_of<T>(result: &Result<T, ApiError>) -> (Outcome, String) {
+fn outcome_of(result: Result<&Issued, &ApiError>) -> (Outcome, String) {
     match result {
         Ok(_) => (Outcome::Issued, "issued".to_owned()),
         Err(ApiError::InvalidToken(error)) if error.is_unavailable() => {
@@ -272,42 +281,6 @@ fn log_failure(error: &ApiError) {
         ApiError::Upstream(e) => tracing::warn!(error = %e, "token request failed"),
         other => tracing::info!(error = %other, "request refused"),
     }
-}
-
-fn respond(issued: &Issued, format: Format) -> Response {
-    let token = issued.minted.token.expose_secret();
-    let mut response = match format {
-        Format::Token => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("{token}\n"),
-        )
-            .into_response(),
-        Format::Json => axum::Json(TokenResponse {
-            token,
-            expiration_timestamp: issued.minted.expiration.to_string(),
-            service_account: ServiceAccountName {
-                namespace: issued.grant.service_account.namespace(),
-                name: issued.grant.service_account.name(),
-            },
-            audiences: &issued.minted.audiences,
-            policy: &issued.grant.policy,
-            token_id: issued.minted.token_id.as_deref(),
-        })
-        .into_response(),
-    };
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    if let Some(asked) = issued.grant.reduced_from_secs {
-        let text = format!(
-            r#"299 tokenvend "requested expiration of {asked} seconds reduced to {} seconds by policy {}""#,
-            issued.grant.expiration_secs, issued.grant.policy
-        );
-        if let Ok(value) = HeaderValue::from_str(&text) {
-            headers.insert(header::WARNING, value);
-        }
-    }
-    response
 }
 
 fn ttl_seconds(minted: &MintedToken) -> f64 {

@@ -143,12 +143,18 @@ fn compile_operator(object: &Map<String, Value>) -> Result<Matcher, String> {
         "glob" => {
             let pattern = operand.as_str().ok_or("glob takes a string")?;
             let compiled = anchored(&glob_to_regex(pattern))?;
-            Ok(Matcher::Glob { pattern: pattern.to_owned(), compiled })
+            Ok(Matcher::Glob {
+                pattern: pattern.to_owned(),
+                compiled,
+            })
         }
         "regex" => {
             let pattern = operand.as_str().ok_or("regex takes a string")?;
             let compiled = anchored(pattern)?;
-            Ok(Matcher::Regex { pattern: pattern.to_owned(), compiled })
+            Ok(Matcher::Regex {
+                pattern: pattern.to_owned(),
+                compiled,
+            })
         }
         other => Err(format!(
             "unknown matcher operator `{other}` (expected oneOf, glob or regex)"
@@ -159,7 +165,10 @@ fn compile_operator(object: &Map<String, Value>) -> Result<Matcher, String> {
 /// `*` → any run of characters except `/` and `:` (so a glob never crosses a path or field
 /// boundary); everything else literal.
 fn glob_to_regex(glob: &str) -> String {
-    glob.split('*').map(regex::escape).collect::<Vec<_>>().join("[^/:]*")
+    glob.split('*')
+        .map(regex::escape)
+        .collect::<Vec<_>>()
+        .join("[^/:]*")
 }
 
 /// Compiles `pattern` so that it must match the whole claim: `^(?:pattern)$`.

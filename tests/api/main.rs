@@ -1,8 +1,10 @@
 //! Integration tests: the real router on 127.0.0.1:0, the local OIDC issuer, and the
 //! Kubernetes API stand-in over HTTPS through the real kube client.
 
+mod formats;
 mod health;
 mod helpers;
 mod metrics;
+mod oauth;
 mod token;
 mod upstream;

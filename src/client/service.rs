@@ -1,0 +1,156 @@
+//! The call to tokenvend's `POST /v1/token`: what to ask for, and the answer read back as a
+//! [`TokenDocument`] (or, for `format=kubeconfig`, the service's kubeconfig text).
+
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// One request to the service may take this long, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Error bodies are copied into messages up to this many characters.
+const MAX_ERROR_BODY: usize = 1024;
+
+/// What to ask the service for; every field optional (the policy's defaults apply).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenWish {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audiences: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_seconds: Option<u64>,
+}
+
+/// The service's JSON answer (DESIGN §3), as far as the client needs it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenDocument {
+    pub token: String,
+    pub expiration_timestamp: Timestamp,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why the service gave no token. Never carries a token.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot reach {server}: {message}")]
+    Transport { server: String, message: String },
+    #[error("tokenvend answered {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("tokenvend's answer could not be read: {0}")]
+    Unreadable(String),
+}
+
+impl ServiceError {
+    /// Whether retrying the same request later may succeed (network trouble, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport { .. } | Self::Unreadable(_) => true,
+            Self::Refused { status, .. } => *status >= 500 || *status == 429,
+        }
+    }
+}
+
+/// A client for one tokenvend server.
+#[derive(Debug, Clone)]
+pub struct Service {
+    http: reqwest::Client,
+    server: String,
+}
+
+impl Service {
+    /// A client for `server` (its base URL), trusting `ca_file` in addition to the system roots.
+    ///
+    /// # Errors
+    /// The CA file cannot be read or parsed, or the HTTP client cannot be built.
+    pub fn new(server: &str, ca_file: Option<&Path>) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: http_client(ca_file)?,
+            server: server.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The HTTP client, shared with the ID-token sources.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Exchanges `id_token` for a token, as the JSON document.
+    ///
+    /// # Errors
+    /// See [`ServiceError`].
+    pub async fn token(
+        &self,
+        id_token: &SecretString,
+        wish: &TokenWish,
+    ) -> Result<TokenDocument, ServiceError> {
+        let body = self.call(id_token, wish, "json").await?;
+        serde_json::from_str(&body).map_err(|e| ServiceError::Unreadable(e.to_string()))
+    }
+
+    /// Exchanges `id_token` for a kubeconfig, as the service renders it.
+    ///
+    /// # Errors
+    /// See [`ServiceError`].
+    pub async fn kubeconfig(
+        &self,
+        id_token: &SecretString,
+        wish: &TokenWish,
+    ) -> Result<String, ServiceError> {
+        self.call(id_token, wish, "kubeconfig").await
+    }
+
+    async fn call(
+        &self,
+        id_token: &SecretString,
+        wish: &TokenWish,
+        format: &str,
+    ) -> Result<String, ServiceError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/token?format={format}", self.server))
+            .bearer_auth(id_token.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(wish).expect("a wish serialises"))
+            .send()
+            .await
+            .map_err(|e| ServiceError::Transport {
+                server: self.server.clone(),
+                message: e.without_url().to_string(),
+            })?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| ServiceError::Unreadable(e.without_url().to_string()))?;
+        if !status.is_success() {
+            // Error bodies are DESIGN §5 documents, which never echo a token.
+            let body: String = body.chars().take(MAX_ERROR_BODY).collect();
+            return Err(ServiceError::Refused {
+                status: status.as_u16(),
+                body: body.trim_end().to_owned(),
+            });
+        }
+        Ok(body)
+    }
+}
+
+fn http_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tokenvend-client/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    Ok(builder.build()?)
+}

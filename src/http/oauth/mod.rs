@@ -1,0 +1,247 @@
+//! `POST /oauth2/token`: RFC 8693 token exchange (DESIGN §3) over the same verify → policy →
+//! mint flow as `POST /v1/token`. The subject token is the caller's OIDC ID token; the issued
+//! token is the service-account JWT. Errors use RFC 6749 §5.2 / RFC 8693 §2.2.2 codes.
+
+mod form;
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use super::AppState;
+use super::context::RequestContext;
+use super::error::{ApiError, PendingErrorBody};
+use super::format::{Issued, reduction_warning};
+use super::token::{exchange_request, record};
+use crate::audit::AuditRecord;
+use crate::k8s::MintError;
+use form::{ExchangeForm, parse_form};
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// The scope prefix that selects a service account: `serviceaccount:NAMESPACE/NAME`.
+const SERVICE_ACCOUNT_SCOPE: &str = "serviceaccount:";
+const RETRY_AFTER_SECS: &str = "5";
+
+/// A token-endpoint failure, as RFC 6749 §5.2 names it.
+#[derive(Debug, thiserror::Error)]
+enum OAuthError {
+    /// Malformed or unsupported parameters (400 `invalid_request`). The text is ours.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("grant_type must be {TOKEN_EXCHANGE}")]
+    UnsupportedGrantType,
+    /// A malformed `serviceaccount:` scope (400 `invalid_scope`).
+    #[error("{0}")]
+    InvalidScope(String),
+    /// The exchange itself failed; `denial` is the policy's reason, if it was a denial.
+    #[error("{error}")]
+    Exchange {
+        error: ApiError,
+        denial: Option<String>,
+    },
+}
+
+/// The RFC 8693 §2.2.1 success response.
+#[derive(Serialize)]
+struct TokenExchangeResponse<'a> {
+    access_token: &'a str,
+    issued_token_type: &'static str,
+    token_type: &'static str,
+    expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+pub async fn exchange(
+    State(app): State<AppState>,
+    context: RequestContext,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let mut audit = AuditRecord::new(
+        &context.request_id,
+        context.client_ip.clone(),
+        context.user_agent.as_deref(),
+    );
+    let result = async {
+        let form = read_form(&uri, &headers, body)?;
+        exchange_request(
+            &app,
+            &form.subject_token,
+            &form.request,
+            &mut audit,
+            "with scope serviceaccount:NAMESPACE/NAME",
+        )
+        .await
+        .map(|issued| (issued, form.scoped))
+        .map_err(|error| OAuthError::Exchange {
+            error,
+            denial: audit.reason.clone(),
+        })
+    }
+    .await;
+    match &result {
+        Ok((issued, _)) => record(&app, audit, Ok(issued), "oauth", started),
+        Err(OAuthError::Exchange { error, .. }) => {
+            record(&app, audit, Err(error), "oauth", started)
+        }
+        Err(other) => {
+            let error = ApiError::InvalidRequest(other.to_string());
+            record(&app, audit, Err(&error), "oauth", started);
+        }
+    }
+    match result {
+        Ok((issued, scoped)) => success(&issued, scoped),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Checks where the parameters came from, then parses them.
+fn read_form(
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ExchangeForm, OAuthError> {
+    if uri.query().is_some_and(|q| !q.is_empty()) {
+        return Err(OAuthError::InvalidRequest(
+            "parameters belong in the form body, not the query string".into(),
+        ));
+    }
+    if has_bearer_credential(headers) {
+        return Err(OAuthError::InvalidRequest(
+            "send the ID token as subject_token, not as a bearer credential".into(),
+        ));
+    }
+    if !is_form(headers) {
+        return Err(OAuthError::InvalidRequest(
+            "the body must be application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => OAuthError::InvalidRequest("the body is too large".into()),
+        _ => OAuthError::InvalidRequest("the request body could not be read".into()),
+    })?;
+    parse_form(&body)
+}
+
+/// A client may authenticate with HTTP Basic (ignored: the subject token is the grant), but a
+/// bearer credential would be a second, competing token.
+fn has_bearer_credential(headers: &HeaderMap) -> bool {
+    headers.get_all(header::AUTHORIZATION).iter().any(|value| {
+        value
+            .as_bytes()
+            .get(..6)
+            .is_none_or(|scheme| !scheme.eq_ignore_ascii_case(b"basic "))
+    })
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| {
+            essence
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn success(issued: &Issued, scoped: bool) -> Response {
+    let expires_in = issued.minted.expiration.as_second() - jiff::Timestamp::now().as_second();
+    let body = TokenExchangeResponse {
+        access_token: issued.minted.token.expose_secret(),
+        issued_token_type: TYPE_JWT,
+        token_type: "Bearer",
+        expires_in: expires_in.max(0),
+        scope: scoped.then(|| format!("{SERVICE_ACCOUNT_SCOPE}{}", issued.grant.service_account)),
+    };
+    let mut response = axum::Json(body).into_response();
+    no_store(response.headers_mut());
+    if let Some(warning) = reduction_warning(&issued.grant) {
+        response.headers_mut().insert(header::WARNING, warning);
+    }
+    response
+}
+
+fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+impl OAuthError {
+    /// The status and RFC 6749 code. An unusable subject token is `invalid_grant` (the
+    /// subject token is the grant, as RFC 6749 §5.2 and common STS practice use it); a policy
+    /// denial says which part of the request it concerns.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        let bad = StatusCode::BAD_REQUEST;
+        match self {
+            Self::InvalidRequest(_) => (bad, "invalid_request"),
+            Self::UnsupportedGrantType => (bad, "unsupported_grant_type"),
+            Self::InvalidScope(_) => (bad, "invalid_scope"),
+            Self::Exchange { error, denial } => match (error, denial.as_deref()) {
+                (ApiError::InvalidToken(e), _) if e.is_unavailable() => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+                }
+                (ApiError::InvalidToken(_), _) => (bad, "invalid_grant"),
+                (_, Some("service_account_ambiguous" | "service_account_not_granted")) => {
+                    (bad, "invalid_scope")
+                }
+                (_, Some("audience_not_allowed")) => (bad, "invalid_target"),
+                (ApiError::AccessDenied(_), _) => (bad, "invalid_grant"),
+                (ApiError::Upstream(MintError::Timeout(_)), _) => {
+                    (StatusCode::GATEWAY_TIMEOUT, "temporarily_unavailable")
+                }
+                (ApiError::Upstream(_), _) => (StatusCode::BAD_GATEWAY, "server_error"),
+                _ => (bad, "invalid_request"),
+            },
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut response = status.into_response();
+        no_store(response.headers_mut());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        // The request-context middleware renders `{error, error_description, request_id}`:
+        // RFC 6749's two members plus the request id.
+        response.extensions_mut().insert(PendingErrorBody {
+            error: code,
+            error_description: self.to_string(),
+        });
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_basic_client_credential_is_tolerated_but_a_bearer_one_is_not() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic Y2k6"),
+        );
+        assert!(!has_bearer_credential(&headers));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert!(has_bearer_credential(&headers));
+    }
+}

@@ -1,0 +1,145 @@
+//! `POST /v1/token?format=kubeconfig|exec-credential`: what kubectl consumes, checked with the
+//! real kubectl against the API stand-in.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+use crate::helpers::{CONFIG, TestApp, assert_error, spawn_app, spawn_app_with, webapp_claims};
+
+const DEPLOYER: &str = "system:serviceaccount:production:deployer";
+
+/// A private scratch directory for one test.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tokenvend-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn post_format(app: &TestApp, format: &str) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/token?format={format}", app.address))
+        .bearer_auth(app.id_token(webapp_claims()))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `kubectl --kubeconfig FILE auth whoami`, its stdout, and whether it succeeded.
+async fn kubectl_whoami(kubeconfig: PathBuf) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ])
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("kubectl is installed (.ci/ensure-kubectl)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn kubectl_with_the_minted_kubeconfig_is_the_service_account() {
+    let app = spawn_app().await;
+    let response = post_format(&app, "kubeconfig").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/yaml");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let kubeconfig = response.text().await.unwrap();
+    let dir = scratch_dir("kubeconfig");
+    std::fs::write(dir.join("config"), &kubeconfig).unwrap();
+
+    let (ok, whoami) = kubectl_whoami(dir.join("config")).await;
+
+    assert!(ok, "kubectl auth whoami:\n{whoami}");
+    assert_eq!(whoami.trim(), DEPLOYER);
+    let parsed: Value = serde_saphyr::from_str(&kubeconfig).unwrap();
+    assert_eq!(parsed["current-context"], "production/deployer");
+    assert_eq!(parsed["contexts"][0]["context"]["namespace"], "production");
+    assert_eq!(
+        parsed["clusters"][0]["cluster"]["server"],
+        app.apiserver().url()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_kubeconfig_server_and_ca_come_from_the_config_when_set() {
+    let dir = scratch_dir("kubeconfig-ca");
+    let ca_file = dir.join("cluster-ca.crt");
+    let ca_pem = "-----BEGIN CERTIFICATE-----\nMIIBconfigured\n-----END CERTIFICATE-----\n";
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let template = CONFIG.replace(
+        "requestTimeout: 2s",
+        &format!(
+            "requestTimeout: 2s\n  kubeconfigServer: https://k8s.example.com:6443\n  kubeconfigCAFile: {}",
+            ca_file.display()
+        ),
+    );
+    let app = spawn_app_with(&template, |_| {}).await;
+
+    let kubeconfig = post_format(&app, "kubeconfig").await.text().await.unwrap();
+
+    let parsed: Value = serde_saphyr::from_str(&kubeconfig).unwrap();
+    let cluster = &parsed["clusters"][0]["cluster"];
+    assert_eq!(cluster["server"], "https://k8s.example.com:6443");
+    let ca = cluster["certificate-authority-data"].as_str().unwrap();
+    assert_eq!(STANDARD.decode(ca).unwrap(), ca_pem.as_bytes());
+    let _ = std::fs::remove_dir_all(dir);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_exec_credential_carries_the_token_and_its_expiry() {
+    let app = spawn_app().await;
+    let response = post_format(&app, "exec-credential").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["pragma"], "no-cache");
+    let credential: Value = response.json().await.unwrap();
+
+    assert_eq!(credential["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(credential["kind"], "ExecCredential");
+    let token = credential["status"]["token"].as_str().unwrap();
+    let review = app
+        .review(token, &["https://kubernetes.default.svc.cluster.local"])
+        .await;
+    assert_eq!(review.user.unwrap().username.as_deref(), Some(DEPLOYER));
+    let expires: jiff::Timestamp = credential["status"]["expirationTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let remaining = expires.as_second() - jiff::Timestamp::now().as_second();
+    assert!((800..=900).contains(&remaining), "{remaining}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_format_is_an_invalid_request() {
+    let app = spawn_app().await;
+    let response = post_format(&app, "yaml").await;
+    assert_error(response, 400, "invalid_request").await;
+    assert_eq!(app.apiserver().token_requests(), 0);
+    app.stop().await;
+}

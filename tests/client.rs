@@ -1,0 +1,418 @@
+//! `tokenvend token`, the binary, against the real service, issuer and API stand-in: every ID
+//! token source, kubectl with the exec plugin, and `--watch`.
+
+#[allow(
+    dead_code,
+    reason = "shared with the api tests; this binary uses part of it"
+)]
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokenvend::dev::apiserver::Fault;
+
+use crate::helpers::{TestApp, spawn_app, webapp_claims};
+
+const DEPLOYER: &str = "system:serviceaccount:production:deployer";
+const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tokenvend-client-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tokenvend_token(app: &TestApp) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenvend"));
+    command
+        .args(["token", "--server", &app.address])
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+        .env_remove("KUBERNETES_EXEC_INFO")
+        .env_remove("RUST_LOG");
+    command
+}
+
+async fn output_of(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+}
+
+async fn username(app: &TestApp, token: &str) -> Option<String> {
+    app.review(token, &[API_AUDIENCE]).await.user?.username
+}
+
+#[tokio::test]
+async fn a_token_comes_from_a_file_an_env_var_or_stdin() {
+    let app = spawn_app().await;
+    let dir = scratch_dir("sources");
+    let file = dir.join("id-token");
+    std::fs::write(&file, format!("{}\n", app.id_token(webapp_claims()))).unwrap();
+
+    let mut from_file = tokenvend_token(&app);
+    from_file.arg("--id-token-file").arg(&file);
+    let mut from_env = tokenvend_token(&app);
+    from_env
+        .args(["--id-token-env", "CI_ID_TOKEN", "--output", "json"])
+        .env("CI_ID_TOKEN", app.id_token(webapp_claims()));
+    let mut from_stdin = tokenvend_token(&app);
+    from_stdin.args(["--id-token-stdin", "-o", "exec-credential"]);
+
+    let file_out = output_of(from_file).await;
+    let env_out = output_of(from_env).await;
+    let stdin_out = tokio::task::spawn_blocking({
+        let id_token = app.id_token(webapp_claims());
+        move || {
+            use std::io::Write;
+            let mut child = from_stdin
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(id_token.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+
+    for output in [&file_out, &env_out, &stdin_out] {
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    let bare = text(&file_out.stdout);
+    assert_eq!(
+        username(&app, bare.trim_end()).await.as_deref(),
+        Some(DEPLOYER)
+    );
+    let json: Value = serde_json::from_slice(&env_out.stdout).unwrap();
+    assert_eq!(json["serviceAccount"]["name"], "deployer");
+    let credential: Value = serde_json::from_slice(&stdin_out.stdout).unwrap();
+    assert_eq!(credential["kind"], "ExecCredential");
+    let token = credential["status"]["token"].as_str().unwrap();
+    assert_eq!(username(&app, token).await.as_deref(), Some(DEPLOYER));
+    let _ = std::fs::remove_dir_all(dir);
+    app.stop().await;
+}
+
+/// What the Actions ID-token endpoint stand-in saw.
+#[derive(Default)]
+struct ActionsSeen {
+    audiences: Vec<String>,
+}
+
+/// An Actions ID-token endpoint: bearer request token, `audience` query, `{"value": ...}`.
+async fn actions_endpoint(
+    request_token: &'static str,
+    id_token: String,
+) -> (String, Arc<Mutex<ActionsSeen>>) {
+    let seen = Arc::new(Mutex::new(ActionsSeen::default()));
+    let state = (Arc::clone(&seen), id_token);
+    let router = axum::Router::new()
+        .route(
+            "/_apis/token",
+            get(
+                move |State((seen, id_token)): State<(Arc<Mutex<ActionsSeen>>, String)>,
+                      Query(query): Query<Vec<(String, String)>>,
+                      headers: HeaderMap| async move {
+                    let authorised = headers.get("authorization").is_some_and(|v| {
+                        v.as_bytes() == format!("Bearer {request_token}").as_bytes()
+                    });
+                    if !authorised {
+                        return Err(StatusCode::UNAUTHORIZED);
+                    }
+                    let mut seen = seen.lock().unwrap();
+                    for (name, value) in query {
+                        if name == "audience" {
+                            seen.audiences.push(value);
+                        }
+                    }
+                    Ok(axum::Json(json!({"count": 1, "value": id_token})))
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/_apis/token?api-version=2.0",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_github_actions_source_asks_for_the_audience_with_the_request_token() {
+    let app = spawn_app().await;
+    let (url, seen) = actions_endpoint("request-token", app.id_token(webapp_claims())).await;
+
+    let mut command = tokenvend_token(&app);
+    command
+        .args(["--id-token-audience", "tokenvend"])
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", &url)
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "request-token");
+    let output = output_of(command).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let token = text(&output.stdout);
+    assert_eq!(
+        username(&app, token.trim_end()).await.as_deref(),
+        Some(DEPLOYER)
+    );
+    assert_eq!(seen.lock().unwrap().audiences, ["tokenvend"]);
+
+    let mut refused = tokenvend_token(&app);
+    refused
+        .arg("--github-actions")
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", &url)
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "wrong-request-token");
+    let output = output_of(refused).await;
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains("wrong-request-token"), "{stderr}");
+    app.stop().await;
+}
+
+/// A kubeconfig whose user is `tokenvend token` as an exec plugin.
+fn exec_plugin_kubeconfig(app: &TestApp, id_token_file: &Path, cache_file: &Path) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(app.apiserver().ca_pem());
+    let document = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "stand-in", "cluster": {"server": app.apiserver().url(), "certificate-authority-data": ca}}],
+        "users": [{"name": "deployer", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": env!("CARGO_BIN_EXE_tokenvend"),
+            "args": ["token", "--server", app.address, "--id-token-file", id_token_file, "--cache-file", cache_file],
+            "interactiveMode": "Never",
+        }}}],
+        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "deployer"}}],
+        "current-context": "stand-in",
+    });
+    // JSON is YAML.
+    document.to_string()
+}
+
+#[tokio::test]
+async fn kubectl_with_the_exec_plugin_is_the_service_account_and_reuses_the_cached_credential() {
+    let app = spawn_app().await;
+    let dir = scratch_dir("exec");
+    let id_token_file = dir.join("id-token");
+    std::fs::write(&id_token_file, app.id_token(webapp_claims())).unwrap();
+    let cache_file = dir.join("cache").join("credential.json");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        exec_plugin_kubeconfig(&app, &id_token_file, &cache_file),
+    )
+    .unwrap();
+
+    for _ in 0..2 {
+        let mut kubectl = Command::new("kubectl");
+        kubectl
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ])
+            .env_remove("KUBECONFIG");
+        let output = output_of(kubectl).await;
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert_eq!(text(&output.stdout).trim(), DEPLOYER);
+    }
+
+    assert_eq!(
+        app.apiserver().token_requests(),
+        1,
+        "the second run used the cache"
+    );
+    assert_eq!(mode_of(&cache_file), 0o600);
+    let _ = std::fs::remove_dir_all(dir);
+    app.stop().await;
+}
+
+/// `tokenvend token --watch --out DIR/token`, refreshing after 0.2% of the lifetime (~2 s).
+fn start_watch(app: &TestApp, id_token_file: &Path, out: &Path) -> Child {
+    let mut command = tokenvend_token(app);
+    command
+        .arg("--id-token-file")
+        .arg(id_token_file)
+        .arg("--out")
+        .arg(out)
+        .args(["--watch", "--refresh-fraction", "0.002"])
+        .args(["--retry-initial", "200ms", "--retry-max", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command.spawn().unwrap()
+}
+
+/// The file's token, asserting it is whole: one JWT and a newline.
+fn read_whole_token(out: &Path) -> Option<String> {
+    let contents = std::fs::read_to_string(out).ok()?;
+    let token = contents
+        .strip_suffix('\n')
+        .unwrap_or_else(|| panic!("a torn write: {contents:?}"));
+    assert_eq!(
+        token.split('.').filter(|s| !s.is_empty()).count(),
+        3,
+        "{contents:?}"
+    );
+    Some(token.to_owned())
+}
+
+/// Polls the file until `done` says so, asserting on every read that it is whole.
+async fn watch_file(out: &Path, limit: Duration, mut done: impl FnMut(Option<&str>) -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done(read_whole_token(out).as_deref()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting on {}",
+            out.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn stop_with_sigterm(mut child: Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the watcher ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn watch_does_not_create_the_file_before_its_first_success() {
+    let app = spawn_app().await;
+    let dir = scratch_dir("watch-ready");
+    let id_token_file = dir.join("id-token");
+    std::fs::write(&id_token_file, app.id_token(webapp_claims())).unwrap();
+    let out = dir.join("token");
+    std::fs::write(&out, "left.over.by-an-earlier-run\n").unwrap();
+    app.apiserver().inject(Fault::Status {
+        code: 500,
+        retry_after: None,
+        times: 1000,
+    });
+
+    let child = start_watch(&app, &id_token_file, &out);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.apiserver().token_requests() < 4 {
+        assert!(Instant::now() < deadline, "the watcher did not retry");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !out.exists(),
+        "a file exists although no token was ever obtained"
+    );
+
+    app.apiserver().clear_faults();
+    watch_file(&out, Duration::from_secs(20), |token| token.is_some()).await;
+    let token = read_whole_token(&out).unwrap();
+    assert_eq!(username(&app, &token).await.as_deref(), Some(DEPLOYER));
+    assert_eq!(mode_of(&out), 0o600);
+    stop_with_sigterm(child);
+    let _ = std::fs::remove_dir_all(dir);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn watch_replaces_the_file_before_expiry_and_keeps_a_valid_token_through_an_outage() {
+    let app = spawn_app().await;
+    let dir = scratch_dir("watch");
+    let id_token_file = dir.join("id-token");
+    std::fs::write(&id_token_file, app.id_token(webapp_claims())).unwrap();
+    let out = dir.join("token");
+    let child = start_watch(&app, &id_token_file, &out);
+
+    let mut first = None;
+    watch_file(&out, Duration::from_secs(20), |t| {
+        first = t.map(str::to_owned);
+        first.is_some()
+    })
+    .await;
+    let first = first.unwrap();
+    // Refreshed long before the 15-minute token expires; the ID token file is re-read.
+    std::fs::write(&id_token_file, app.id_token(webapp_claims())).unwrap();
+    let mut second = None;
+    watch_file(&out, Duration::from_secs(20), |t| {
+        second = t.filter(|t| *t != first).map(str::to_owned);
+        second.is_some()
+    })
+    .await;
+    let second = second.unwrap();
+    assert_eq!(username(&app, &second).await.as_deref(), Some(DEPLOYER));
+
+    // An outage: three refreshes fail; the file keeps its still-valid token meanwhile.
+    app.apiserver().inject(Fault::Status {
+        code: 500,
+        retry_after: None,
+        times: 3,
+    });
+    let before = app.apiserver().token_requests();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Once the first failing call arrived, no earlier success can still be in flight.
+    while app.apiserver().token_requests() == before {
+        assert!(Instant::now() < deadline, "the watcher did not refresh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held = read_whole_token(&out).expect("the file survives the outage");
+    while app.apiserver().token_requests() < before + 3 {
+        let now_held = read_whole_token(&out).expect("the file survives the outage");
+        assert_eq!(now_held, held, "replaced although every refresh failed");
+        assert!(Instant::now() < deadline, "the watcher did not retry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(username(&app, &held).await.as_deref(), Some(DEPLOYER));
+    watch_file(&out, Duration::from_secs(20), |t| {
+        t.is_some_and(|t| t != held)
+    })
+    .await;
+    let recovered = read_whole_token(&out).unwrap();
+    assert_eq!(username(&app, &recovered).await.as_deref(), Some(DEPLOYER));
+    assert_eq!(mode_of(&out), 0o600);
+
+    stop_with_sigterm(child);
+    assert!(out.exists(), "a clean stop leaves the valid token in place");
+    let _ = std::fs::remove_dir_all(dir);
+    app.stop().await;
+}
