@@ -13,7 +13,7 @@ pub use duration::ConfigDuration;
 pub use issuer::RawIssuer;
 
 use crate::oidc::IssuerSettings;
-use crate::policy::{IssuerRules, PolicySet, RawPolicy};
+use crate::policy::{CheckReport, IssuerRules, PolicySet, RawPolicy, RawTest, run_tests};
 
 /// The deadline for one TokenRequest when the file sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,6 +26,9 @@ struct RawConfig {
     kubernetes: RawKubernetes,
     issuers: Vec<RawIssuer>,
     policies: Vec<RawPolicy>,
+    /// Policy test cases, run by `tokenvend check` (ignored by `serve`).
+    #[serde(default)]
+    tests: Vec<RawTest>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -56,6 +59,7 @@ pub struct Config {
     pub kubernetes: KubernetesSettings,
     pub issuers: Vec<IssuerSettings>,
     pub policies: PolicySet,
+    pub tests: Vec<RawTest>,
 }
 
 /// Why a config file was refused. The message names the file and, where it can, the line,
@@ -128,6 +132,21 @@ impl Config {
             kubernetes,
             issuers,
             policies,
+            tests: raw.tests,
+        })
+    }
+
+    /// Runs the config's `tests:` cases and reports overlaps (what `tokenvend check` adds to
+    /// loading). A test's `iss` claim picks the issuer; without one, the only issuer.
+    pub fn check(&self) -> CheckReport {
+        run_tests(&self.policies, &self.tests, |claimed| match claimed {
+            Some(url) => self
+                .issuers
+                .iter()
+                .find(|i| i.url == url)
+                .map(|i| i.name.clone()),
+            None if self.issuers.len() == 1 => Some(self.issuers[0].name.clone()),
+            None => None,
         })
     }
 }

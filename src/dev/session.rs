@@ -109,7 +109,12 @@ pub fn stand_in_options(config: &Config, user_token: &str) -> ApiServerOptions {
     let granted: BTreeSet<ServiceAccountRef> = config
         .policies
         .iter()
-        .flat_map(|p| p.grant.service_accounts.iter().cloned())
+        .flat_map(|p| {
+            p.grant
+                .service_accounts
+                .iter()
+                .filter_map(|sa| sa.fixed().cloned())
+        })
         .collect();
     let mut rbac: Vec<RbacRule> = Vec::new();
     for namespace in granted

@@ -19,7 +19,7 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
-use crate::policy::{PolicySet, ServiceAccountRef};
+use crate::policy::{GrantedAccount, PolicySet, ServiceAccountRef};
 
 /// What marks a templated namespace or name in a policy grant.
 pub const TEMPLATE_MARKER: &str = "${";
@@ -50,7 +50,7 @@ pub fn granted_targets(policies: &PolicySet) -> Vec<(String, String)> {
     policies
         .iter()
         .flat_map(|policy| &policy.grant.service_accounts)
-        .map(|sa| (sa.namespace().to_owned(), sa.name().to_owned()))
+        .map(GrantedAccount::written_parts)
         .collect()
 }
 

@@ -98,49 +98,139 @@ impl Denial {
     }
 }
 
+/// Where a decision's explanation goes, when one is wanted (`tokenvend explain`); on the
+/// request path it is `None` and costs nothing.
+pub type Trace<'t> = Option<&'t mut Vec<String>>;
+
+fn note(trace: &mut Trace<'_>, line: impl FnOnce() -> String) {
+    if let Some(lines) = trace {
+        lines.push(line());
+    }
+}
+
+/// A policy that applies to the caller, with the service accounts it grants them.
+#[derive(Debug, Clone)]
+pub struct Applicable<'p> {
+    pub policy: &'p Policy,
+    pub service_accounts: Vec<ServiceAccountRef>,
+}
+
 impl PolicySet {
-    /// Decides `request` for an identity vouched for by `issuer` (its config name) with these verified claims.
+    /// Decides `request` for an identity vouched for by `issuer` (its config name) with these
+    /// verified claims.
     pub fn evaluate(
         &self,
         issuer: &str,
         claims: &Map<String, Value>,
         request: &Request,
     ) -> Result<Grant, Denial> {
-        let matching: Vec<&Policy> = self
-            .for_issuer(issuer)
-            .filter(|p| p.matches(claims))
-            .collect();
-        if matching.is_empty() {
+        self.decide(issuer, claims, request, None)
+    }
+
+    /// The same decision, with a line per step explaining it.
+    pub fn explain(
+        &self,
+        issuer: &str,
+        claims: &Map<String, Value>,
+        request: &Request,
+    ) -> (Result<Grant, Denial>, Vec<String>) {
+        let mut lines = Vec::new();
+        let decision = self.decide(issuer, claims, request, Some(&mut lines));
+        (decision, lines)
+    }
+
+    fn decide(
+        &self,
+        issuer: &str,
+        claims: &Map<String, Value>,
+        request: &Request,
+        mut trace: Trace<'_>,
+    ) -> Result<Grant, Denial> {
+        let applicable = self.applicable(issuer, claims, &mut trace);
+        if applicable.is_empty() {
             return Err(Denial::NoPolicyMatched);
         }
         let wanted = match &request.service_account {
             Some(sa) => sa.clone(),
-            None => only_choice(&matching)?,
+            None => only_choice(&applicable)?,
         };
-        let granting: Vec<&Policy> = matching
-            .into_iter()
-            .filter(|p| p.grant.service_accounts.contains(&wanted))
+        let granting: Vec<&Applicable<'_>> = applicable
+            .iter()
+            .filter(|a| a.service_accounts.contains(&wanted))
             .collect();
         if granting.is_empty() {
+            note(&mut trace, || {
+                format!("no applicable policy grants {wanted}")
+            });
             return Err(Denial::ServiceAccountNotGranted(wanted));
         }
-        granting
-            .into_iter()
-            .find_map(|policy| policy.grant_for(&wanted, request))
-            .ok_or(Denial::AudienceNotAllowed(wanted))
+        for candidate in granting {
+            match candidate.policy.grant_for(&wanted, request) {
+                Some(grant) => {
+                    note(&mut trace, || {
+                        format!("policy {:?} grants {wanted}", grant.policy)
+                    });
+                    return Ok(grant);
+                }
+                None => note(&mut trace, || {
+                    format!(
+                        "policy {:?} grants {wanted} but not the requested audiences",
+                        candidate.policy.name
+                    )
+                }),
+            }
+        }
+        Err(Denial::AudienceNotAllowed(wanted))
     }
 
-    /// Every service account these claims could obtain, with the policy that grants it first.
-    pub fn grants_for<'s>(&'s self, issuer: &str, claims: &Map<String, Value>) -> Vec<&'s Policy> {
-        self.for_issuer(issuer)
-            .filter(|p| p.matches(claims))
-            .collect()
+    /// The policies that apply to these claims, in file order, each with the service accounts
+    /// it grants them (templates rendered; a name that renders invalid grants nothing).
+    pub fn applicable<'s>(
+        &'s self,
+        issuer: &str,
+        claims: &Map<String, Value>,
+        trace: &mut Trace<'_>,
+    ) -> Vec<Applicable<'s>> {
+        let mut applicable = Vec::new();
+        for policy in self.for_issuer(issuer) {
+            if !policy.applies(claims, trace) {
+                continue;
+            }
+            let mut service_accounts = Vec::new();
+            for account in &policy.grant.service_accounts {
+                match account.render(claims) {
+                    Ok(sa) if !service_accounts.contains(&sa) => service_accounts.push(sa),
+                    Ok(_) => {}
+                    Err(reason) => note(trace, || {
+                        format!("policy {:?}: {account}: {reason}", policy.name)
+                    }),
+                }
+            }
+            if service_accounts.is_empty() {
+                note(trace, || {
+                    format!(
+                        "policy {:?} applies but grants no valid service account",
+                        policy.name
+                    )
+                });
+                continue;
+            }
+            note(trace, || format!("policy {:?} applies", policy.name));
+            applicable.push(Applicable {
+                policy,
+                service_accounts,
+            });
+        }
+        if applicable.is_empty() {
+            note(trace, || format!("no policy of issuer {issuer:?} applies"));
+        }
+        applicable
     }
 }
 
-fn only_choice(matching: &[&Policy]) -> Result<ServiceAccountRef, Denial> {
+fn only_choice(applicable: &[Applicable<'_>]) -> Result<ServiceAccountRef, Denial> {
     let mut choices: Vec<ServiceAccountRef> = Vec::new();
-    for sa in matching.iter().flat_map(|p| &p.grant.service_accounts) {
+    for sa in applicable.iter().flat_map(|a| &a.service_accounts) {
         if !choices.contains(sa) {
             choices.push(sa.clone());
         }
@@ -152,12 +242,40 @@ fn only_choice(matching: &[&Policy]) -> Result<ServiceAccountRef, Denial> {
 }
 
 impl Policy {
-    /// Whether every matcher holds for these claims.
-    pub fn matches(&self, claims: &Map<String, Value>) -> bool {
-        self.matchers.iter().all(|(path, matcher)| {
-            path.lookup(claims)
+    /// Whether every matcher and the condition hold for these claims.
+    pub fn applies(&self, claims: &Map<String, Value>, trace: &mut Trace<'_>) -> bool {
+        for (path, matcher) in &self.matchers {
+            if !path
+                .lookup(claims)
                 .is_some_and(|value| matcher.holds(value))
-        })
+            {
+                note(trace, || {
+                    format!(
+                        "policy {:?}: claim {} does not match",
+                        self.name,
+                        path.as_str()
+                    )
+                });
+                return false;
+            }
+        }
+        let Some(condition) = &self.condition else {
+            return true;
+        };
+        match condition.holds(claims) {
+            Ok(true) => true,
+            Ok(false) => {
+                note(trace, || {
+                    format!("policy {:?}: condition is false", self.name)
+                });
+                false
+            }
+            Err(reason) => {
+                tracing::debug!(policy = %self.name, %reason, "policy condition undecided");
+                note(trace, || format!("policy {:?}: {reason}", self.name));
+                false
+            }
+        }
     }
 
     fn grant_for(&self, service_account: &ServiceAccountRef, request: &Request) -> Option<Grant> {

@@ -1,17 +1,23 @@
 //! Policy: which verified identities may get a token for which ServiceAccount, with which
 //! audiences and for how long. Pure: verified claims and a request in, a grant or a denial out.
 
+mod check;
+mod condition;
 mod evaluate;
 mod file;
 mod matcher;
 mod names;
+mod template;
 
 use std::collections::HashMap;
 
+pub use check::{CheckReport, TestOutcome, run_tests};
+pub use condition::Condition;
 pub use evaluate::{Denial, Grant, Request, RequestError};
-pub use file::{RawGrant, RawPolicy};
+pub use file::{Expectation, RawGrant, RawPolicy, RawTest, RawTestRequest};
 pub use matcher::{ClaimPath, Matcher};
 pub use names::{ServiceAccountRef, is_dns1123_label, is_dns1123_subdomain};
+pub use template::GrantedAccount;
 
 /// Kubernetes refuses tokens shorter than this (`MinTokenAgeSec`).
 pub const MIN_TTL_SECS: u64 = 600;
@@ -27,13 +33,14 @@ pub struct Policy {
     /// The issuer's config name.
     pub issuer: String,
     pub matchers: Vec<(ClaimPath, Matcher)>,
+    pub condition: Option<Condition>,
     pub grant: GrantRule,
 }
 
 /// What a policy allows, compiled from `grant:`.
 #[derive(Debug, Clone)]
 pub struct GrantRule {
-    pub service_accounts: Vec<ServiceAccountRef>,
+    pub service_accounts: Vec<GrantedAccount>,
     /// Allow-list of audiences; the first is the default. `None`: only the API server's own audiences.
     pub audiences: Option<Vec<String>>,
     pub ttl_secs: u64,
@@ -127,7 +134,7 @@ fn compile_one(raw: &RawPolicy, issuer: &IssuerRules<'_>) -> Result<Policy, (Str
             "must be 1 to 128 printable characters".into(),
         ));
     }
-    if raw.matches.is_empty() {
+    if raw.matches.is_empty() && raw.condition.is_none() {
         return Err((
             "match".into(),
             "a policy must match on claims; issuer and audience alone prove nothing about who is asking".into(),
@@ -139,24 +146,32 @@ fn compile_one(raw: &RawPolicy, issuer: &IssuerRules<'_>) -> Result<Policy, (Str
             Matcher::compile(value).map_err(|message| (format!("match.{key}"), message))?;
         matchers.push((ClaimPath::parse(key), matcher));
     }
-    if !issuer.require_claims.is_empty()
-        && !issuer
-            .require_claims
-            .iter()
-            .any(|claim| raw.matches.contains_key(claim))
-    {
+    // Pinning means exact values: a glob or regex on a required claim would defeat the point.
+    let pins = |claim: &String| {
+        matchers.iter().any(|(path, matcher)| {
+            path.as_str() == claim && matches!(matcher, Matcher::Exact(_) | Matcher::OneOf(_))
+        })
+    };
+    if !issuer.require_claims.is_empty() && !issuer.require_claims.iter().any(pins) {
         return Err((
             "match".into(),
             format!(
-                "issuer {:?} requires every policy to pin one of {:?}",
+                "issuer {:?} requires every policy to pin one of {:?} to exact values",
                 issuer.name, issuer.require_claims
             ),
         ));
     }
+    let condition = raw
+        .condition
+        .as_deref()
+        .map(Condition::compile)
+        .transpose()
+        .map_err(|message| ("condition".to_owned(), message))?;
     Ok(Policy {
         name: raw.name.clone(),
         issuer: raw.issuer.clone(),
         matchers,
+        condition,
         grant: compile_grant(&raw.grant)?,
     })
 }
@@ -170,7 +185,7 @@ fn compile_grant(raw: &RawGrant) -> Result<GrantRule, (String, String)> {
     }
     let mut service_accounts = Vec::with_capacity(raw.service_accounts.len());
     for (i, text) in raw.service_accounts.iter().enumerate() {
-        let sa = ServiceAccountRef::parse(text).map_err(|message| {
+        let sa = GrantedAccount::parse(text).map_err(|message| {
             (
                 format!("grant.serviceAccounts[{i}]"),
                 format!("{text:?}: {message}"),

@@ -101,16 +101,17 @@ pub async fn scan(
 /// Fills `covered_by` of each row with the policies that grant its service account.
 pub fn mark_coverage(rows: &mut [LegacySecret], policies: &PolicySet) {
     for row in rows {
-        row.covered_by =
-            policies
-                .iter()
-                .filter(|policy| {
-                    policy.grant.service_accounts.iter().any(|sa| {
-                        sa.namespace() == row.namespace && sa.name() == row.service_account
-                    })
-                })
-                .map(|policy| policy.name.clone())
-                .collect();
+        row.covered_by = policies
+            .iter()
+            .filter(|policy| {
+                policy
+                    .grant
+                    .service_accounts
+                    .iter()
+                    .any(|sa| sa.could_name(&row.namespace, &row.service_account))
+            })
+            .map(|policy| policy.name.clone())
+            .collect();
     }
 }
 
