@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -36,6 +37,10 @@ enum Command {
     /// Obtain a token from a tokenvend service: print it, write it, keep a file fresh, or
     /// act as a kubectl exec plugin.
     Token(crate::client::TokenArgs),
+    /// Validate config files exactly as `serve` would (without network) and run their `tests:`.
+    Check(crate::offline::CheckArgs),
+    /// Show which policy grants what to a claims file, or why none does.
+    Explain(crate::offline::ExplainArgs),
 }
 
 /// Flags of `serve`.
@@ -108,14 +113,17 @@ pub struct LoggingArgs {
 
 impl Cli {
     /// Runs the chosen subcommand to completion.
-    pub async fn run(self) -> anyhow::Result<()> {
-        match self.command {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let done = match self.command {
             Command::Serve(args) => serve(args).await,
             Command::Dev(args) => crate::dev::run(args).await,
             Command::Rbac(args) => print_rbac(&args),
             Command::LegacyScan(args) => legacy_scan(args).await,
             Command::Token(args) => crate::client::run(args).await,
-        }
+            Command::Check(args) => return Ok(crate::offline::check(&args)),
+            Command::Explain(args) => return crate::offline::explain(&args),
+        };
+        done.map(|()| ExitCode::SUCCESS)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod dev;
 pub mod http;
 pub mod k8s;
 pub mod metrics;
+pub mod offline;
 pub mod oidc;
 pub mod policy;
 pub mod server;

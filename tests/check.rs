@@ -1,0 +1,199 @@
+//! `tokenvend check`: exit codes and messages, on the examples and on broken files.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn check(paths: &[PathBuf]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenvend"));
+    command.arg("check");
+    for path in paths {
+        command.arg("--config").arg(path);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const VALID: &str = r#"
+issuers:
+  - name: github
+    url: https://token.actions.githubusercontent.com
+    audiences: [https://tokenvend.example.com]
+    requireClaims: [repository_owner_id]
+policies:
+  - name: deploy
+    issuer: github
+    match:
+      repository_owner_id: "42"
+      ref: refs/heads/main
+    grant:
+      serviceAccounts: [production/deployer]
+      ttl: 15m
+      maxTtl: 1h
+tests:
+  - name: main deploys
+    claims: {iss: https://token.actions.githubusercontent.com, repository_owner_id: "42", ref: refs/heads/main}
+    expect: allow
+"#;
+
+#[test]
+fn every_example_config_passes_its_own_tests() {
+    let examples: Vec<PathBuf> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    assert!(examples.len() >= 4);
+    let (code, stdout, stderr) = check(&examples);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn each_broken_config_exits_1_naming_file_policy_and_key() {
+    let dir = std::env::temp_dir().join(format!("tokenvend-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows: &[(&str, &str, &str, &str)] = &[
+        (
+            "unknown-key",
+            "      ttl: 15m\n",
+            "      ttl: 15m\n      colour: blue\n",
+            "unknown field `colour`",
+        ),
+        (
+            "short-ttl",
+            "      ttl: 15m\n",
+            "      ttl: 5m\n",
+            "policies[0] (deploy): grant.ttl: 300s is under the Kubernetes minimum",
+        ),
+        (
+            "ttl-above-max",
+            "      maxTtl: 1h\n",
+            "      maxTtl: 10m\n",
+            "policies[0] (deploy): grant.ttl: default 900s is above maxTtl 600s",
+        ),
+        (
+            "unknown-issuer",
+            "    issuer: github\n",
+            "    issuer: gitlab\n",
+            "policies[0] (deploy): issuer: unknown issuer \"gitlab\"",
+        ),
+        (
+            "unpinned",
+            "      repository_owner_id: \"42\"\n",
+            "",
+            "policies[0] (deploy): match: issuer \"github\" requires every policy to pin one of",
+        ),
+        (
+            "glob-pin",
+            "      repository_owner_id: \"42\"\n",
+            "      repository_owner_id: {glob: \"*\"}\n",
+            "to exact values",
+        ),
+        (
+            "bad-regex",
+            "      ref: refs/heads/main\n",
+            "      ref: {regex: \"refs/(heads\"}\n",
+            "policies[0] (deploy): match.ref: invalid pattern",
+        ),
+        (
+            "bad-cel",
+            "    grant:\n",
+            "    condition: 'claims.ref ==='\n    grant:\n",
+            "policies[0] (deploy): condition:",
+        ),
+        (
+            "cel-unknown-function",
+            "    grant:\n",
+            "    condition: 'claims.ref.matches(\"x\")'\n    grant:\n",
+            "unknown function `matches`",
+        ),
+        (
+            "bad-name",
+            "[production/deployer]",
+            "[Production/deployer]",
+            "grant.serviceAccounts[0]: \"Production/deployer\": namespace is not a valid DNS-1123 label",
+        ),
+        (
+            "bad-template",
+            "[production/deployer]",
+            "[\"production/${repo}\"]",
+            "grant.serviceAccounts[0]",
+        ),
+        (
+            "http-issuer",
+            "url: https://token",
+            "url: http://token",
+            "issuers[0] (github): url:",
+        ),
+        ("syntax", "policies:\n", "policies: [\n", "line "),
+        (
+            "bad-test",
+            "    expect: allow\n",
+            "    expect: maybe\n",
+            "unknown variant `maybe`",
+        ),
+    ];
+    for (name, find, replace, expected) in rows {
+        assert!(VALID.contains(find), "{name}: fixture lacks {find:?}");
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, VALID.replacen(find, replace, 1)).unwrap();
+        let (code, stdout, stderr) = check(std::slice::from_ref(&path));
+        assert_eq!(code, 1, "{name}: {stdout}{stderr}");
+        assert!(
+            stderr.starts_with(&format!("{}: ", path.display())),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "{name}: expected {expected:?} in {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failing_test_case_exits_1_and_shows_the_decision() {
+    let dir = std::env::temp_dir().join(format!("tokenvend-check-fail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wrong-expectation.yaml");
+    std::fs::write(
+        &path,
+        VALID.replace("ref: refs/heads/main}", "ref: refs/heads/feature}"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = check(std::slice::from_ref(&path));
+    assert_eq!(code, 1);
+    assert!(stdout.contains("FAIL  main deploys"), "{stdout}");
+    assert!(stdout.contains("claim ref does not match"), "{stdout}");
+    assert!(stdout.contains("decision: deny"), "{stdout}");
+    assert!(stderr.contains("1 of 1 tests failed"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn explain_prints_the_decision_trace() {
+    let dir = std::env::temp_dir().join(format!("tokenvend-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, VALID).unwrap();
+    let claims = dir.join("claims.json");
+    std::fs::write(&claims, r#"{"iss":"https://token.actions.githubusercontent.com","repository_owner_id":"42","ref":"refs/heads/main"}"#).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tokenvend"))
+        .args(["explain", "--config"])
+        .arg(&config)
+        .arg("--claims")
+        .arg(&claims)
+        .args(["--ttl", "2h"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("policy \"deploy\" applies"), "{stdout}");
+    assert!(stdout.contains("allow: production/deployer"), "{stdout}");
+    assert!(stdout.contains("3600s, reduced from 7200s"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
