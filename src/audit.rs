@@ -15,6 +15,8 @@ pub enum Outcome {
     InvalidToken,
     InvalidRequest,
     Error,
+    /// `dryRun=true`: the decision was to issue, and nothing was minted.
+    DryRun,
 }
 
 impl Outcome {
@@ -25,6 +27,7 @@ impl Outcome {
             Self::InvalidToken => "invalid_token",
             Self::InvalidRequest => "invalid_request",
             Self::Error => "error",
+            Self::DryRun => "dry_run",
         }
     }
 }

@@ -5,6 +5,7 @@ mod context;
 mod error;
 mod extract;
 mod format;
+mod grants;
 mod health;
 mod oauth;
 mod token;
@@ -104,6 +105,7 @@ impl Deref for AppState {
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/token"),
     ("POST", "/oauth2/token"),
+    ("GET", "/v1/grants"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.yaml"),
@@ -112,6 +114,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The public listener's routes.
 pub fn public_router(state: AppState) -> Router {
     Router::new()
+        .route("/v1/grants", get(grants::list))
         .route("/v1/token", post(token::issue))
         .route("/oauth2/token", post(oauth::exchange))
         .route("/healthz", get(health::healthz))

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::context::RequestContext;
@@ -17,7 +17,8 @@ use super::extract::bearer_token;
 use super::format::{Format, Issued, render};
 use crate::audit::{AuditRecord, Outcome, sha256_hex};
 use crate::k8s::{MintRequest, MintedToken};
-use crate::policy::{Denial, Request, ServiceAccountRef};
+use crate::oidc::VerifiedToken;
+use crate::policy::{Denial, Grant, Request, ServiceAccountRef};
 
 /// The optional JSON body.
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +35,30 @@ struct TokenBody {
 pub struct TokenParams {
     #[serde(default)]
     format: Format,
+    /// The full decision, and no token minted.
+    #[serde(default, rename = "dryRun")]
+    dry_run: bool,
+}
+
+/// What `dryRun=true` answers: the decision a real request would get.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DryRunResponse<'a> {
+    dry_run: bool,
+    decision: &'static str,
+    policy: &'a str,
+    service_account: ServiceAccountName<'a>,
+    /// Empty: the API server's own audiences.
+    audiences: &'a [String],
+    expiration_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested_expiration_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceAccountName<'a> {
+    namespace: &'a str,
+    name: &'a str,
 }
 
 pub async fn issue(
@@ -58,21 +83,59 @@ pub async fn issue(
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
             _ => ApiError::InvalidRequest("the request body could not be read".into()),
         })?;
-        let issued = exchange(&app, &credential, &headers, &body, &mut audit).await?;
-        Ok((issued, params.format))
+        let request = parse_body(&headers, &body)?;
+        if params.dry_run {
+            let (_, grant) =
+                decide_request(&app, &credential, &request, &mut audit, "in serviceAccount")
+                    .await?;
+            return Ok(Exchanged::DryRun(grant));
+        }
+        let issued =
+            exchange_request(&app, &credential, &request, &mut audit, "in serviceAccount").await?;
+        Ok(Exchanged::Issued(issued, params.format))
     }
     .await;
-    record(
-        &app,
-        audit,
-        result.as_ref().map(|(issued, _)| issued),
-        "token",
-        started,
-    );
     match result {
-        Ok((issued, format)) => render(&issued, format, &app.kubeconfig_cluster),
-        Err(error) => error.into_response(),
+        Ok(Exchanged::Issued(issued, format)) => {
+            record(&app, audit, Ok(&issued), "token", started);
+            render(&issued, format, &app.kubeconfig_cluster)
+        }
+        Ok(Exchanged::DryRun(grant)) => {
+            audit.write(Outcome::DryRun, "dry_run");
+            app.metrics.request_finished(
+                "token",
+                Outcome::DryRun.as_str(),
+                started.elapsed().as_secs_f64(),
+            );
+            dry_run_response(&grant)
+        }
+        Err(error) => {
+            record(&app, audit, Err(&error), "token", started);
+            error.into_response()
+        }
     }
+}
+
+/// What one `POST /v1/token` produced.
+enum Exchanged {
+    Issued(Issued, Format),
+    DryRun(Grant),
+}
+
+fn dry_run_response(grant: &Grant) -> Response {
+    let body = DryRunResponse {
+        dry_run: true,
+        decision: "allow",
+        policy: &grant.policy,
+        service_account: ServiceAccountName {
+            namespace: grant.service_account.namespace(),
+            name: grant.service_account.name(),
+        },
+        audiences: &grant.audiences,
+        expiration_seconds: grant.expiration_secs,
+        requested_expiration_seconds: grant.reduced_from_secs,
+    };
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
 /// Writes the audit record, counts the request and logs a failure once.
@@ -103,17 +166,6 @@ pub(super) fn record(
         .request_finished(endpoint, outcome.as_str(), started.elapsed().as_secs_f64());
 }
 
-async fn exchange(
-    app: &AppState,
-    credential: &SecretString,
-    headers: &HeaderMap,
-    body: &Bytes,
-    audit: &mut AuditRecord,
-) -> Result<Issued, ApiError> {
-    let request = parse_body(headers, body)?;
-    exchange_request(app, credential, &request, audit, "in serviceAccount").await
-}
-
 /// Verify → policy → mint for a parsed request; fills in the audit record as it goes (its
 /// `reason` names a denial). `naming` says how this endpoint's caller names a service
 /// account, for the message that lists its choices.
@@ -124,7 +176,30 @@ pub(super) async fn exchange_request(
     audit: &mut AuditRecord,
     naming: &str,
 ) -> Result<Issued, ApiError> {
-    let mut verified = app
+    let (mut verified, grant) = decide_request(app, credential, request, audit, naming).await?;
+    let mint = MintRequest {
+        service_account: grant.service_account.clone(),
+        audiences: grant.audiences.clone(),
+        expiration_secs: grant.expiration_secs,
+    };
+    let minted = app.minter.mint(&mint).await.map_err(ApiError::Upstream)?;
+    if let Some(reservation) = verified.reservation.take() {
+        reservation.commit();
+    }
+    audit.audiences = Some(minted.audiences.clone());
+    Ok(Issued { grant, minted })
+}
+
+/// Verify → policy, without minting. With replay protection the token stays unused unless
+/// the caller commits its reservation.
+pub(super) async fn decide_request(
+    app: &AppState,
+    credential: &SecretString,
+    request: &Request,
+    audit: &mut AuditRecord,
+    naming: &str,
+) -> Result<(VerifiedToken, Grant), ApiError> {
+    let verified = app
         .verifier
         .verify(credential.expose_secret(), unix_now())
         .await
@@ -156,18 +231,7 @@ pub(super) async fn exchange_request(
     audit.namespace = Some(grant.service_account.namespace().to_owned());
     audit.service_account = Some(grant.service_account.name().to_owned());
     audit.audiences = Some(grant.audiences.clone());
-
-    let mint = MintRequest {
-        service_account: grant.service_account.clone(),
-        audiences: grant.audiences.clone(),
-        expiration_secs: grant.expiration_secs,
-    };
-    let minted = app.minter.mint(&mint).await.map_err(ApiError::Upstream)?;
-    if let Some(reservation) = verified.reservation.take() {
-        reservation.commit();
-    }
-    audit.audiences = Some(minted.audiences.clone());
-    Ok(Issued { grant, minted })
+    Ok((verified, grant))
 }
 
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Request, ApiError> {

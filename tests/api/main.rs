@@ -6,5 +6,6 @@ mod health;
 mod helpers;
 mod metrics;
 mod oauth;
+mod policy;
 mod token;
 mod upstream;
