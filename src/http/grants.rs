@@ -67,7 +67,7 @@ pub async fn list(
             .collect();
         Ok::<_, ApiError>(Grants {
             issuer: verified.issuer.clone(),
-            subject: verified.registered.sub.clone(),
+            subject: verified.registered.sub,
             grants,
         })
     }
