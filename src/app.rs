@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,10 @@ pub struct Application {
     state: AppState,
     client: kube::Client,
     request_timeout: Duration,
+    /// The `kubernetes:` block in force (not reloadable).
+    kubernetes: KubernetesSettings,
+    /// The config file to reload, and how often to look at it.
+    watch: Option<(PathBuf, Duration, Option<Vec<u8>>)>,
 }
 
 impl Application {
@@ -95,6 +100,7 @@ impl Application {
             tracing::warn!(issuers = ?failed, "starting without keys for some issuers; their tokens get 503 until keys load");
         }
         probe(&client, &contact, config.kubernetes.request_timeout).await;
+        metrics.config_loaded();
         let state = AppState::new(
             verifier,
             config.policies,
@@ -109,7 +115,24 @@ impl Application {
             state,
             client,
             request_timeout: config.kubernetes.request_timeout,
+            kubernetes: config.kubernetes,
+            watch: None,
         })
+    }
+
+    /// Reloads the config from `path` when it changes (checked every `poll_interval`) and on
+    /// SIGHUP, while running.
+    #[must_use]
+    pub fn watch_config(mut self, path: PathBuf, poll_interval: Duration) -> Self {
+        // Read now: a change made after this point is a change, however soon the watcher starts.
+        let loaded = std::fs::read(&path).ok();
+        self.watch = Some((path, poll_interval, loaded));
+        self
+    }
+
+    /// The shared state, for putting a config in force by hand (tests, embedding).
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -132,7 +155,12 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let background = spawn_background(state.clone(), self.client, self.request_timeout);
+        let mut background = spawn_background(state.clone(), self.client, self.request_timeout);
+        if let Some((path, poll_interval, loaded)) = self.watch {
+            let watching =
+                crate::reload::watch(state.clone(), path, poll_interval, loaded, self.kubernetes);
+            background.push(tokio::spawn(watching));
+        }
         let stopping = async move {
             shutdown.await;
             state.begin_shutdown();
@@ -166,21 +194,14 @@ impl Application {
     }
 }
 
-/// Background work: a Kubernetes API probe when the service is idle, and each issuer's
-/// periodic key refresh. Aborted at shutdown.
+/// Background work: a Kubernetes API probe when the service is idle (each config snapshot
+/// runs its issuers' key refreshes itself). Aborted at shutdown.
 fn spawn_background(
     state: AppState,
     client: kube::Client,
     timeout: Duration,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks: Vec<_> = state
-        .verifier
-        .issuers()
-        .map(|issuer| {
-            let issuer = Arc::clone(issuer);
-            tokio::spawn(async move { issuer.keys().refresh_periodically().await })
-        })
-        .collect();
+    let mut tasks = Vec::new();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(PROBE_INTERVAL);
         loop {

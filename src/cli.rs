@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// The config file (DESIGN §4).
     #[arg(long, env = "TOKENVEND_CONFIG")]
     config: PathBuf,
+    /// How often the config file is checked for changes (it is also reloaded on SIGHUP).
+    #[arg(long, env = "TOKENVEND_CONFIG_POLL_INTERVAL", default_value = "5s")]
+    config_poll_interval: crate::config::ConfigDuration,
     #[command(flatten)]
     listen: ListenArgs,
     #[command(flatten)]
@@ -135,7 +138,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public: args.listen.listen,
         admin: args.listen.admin_listen,
     };
-    let app = Application::build(config, listen, kube_config).await?;
+    let app = Application::build(config, listen, kube_config)
+        .await?
+        .watch_config(args.config.clone(), args.config_poll_interval.0);
     tracing::info!(public = %app.public_addr(), admin = %app.admin_addr(), "tokenvend serving");
     app.run_until(shutdown_signal()).await
 }

@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod offline;
 pub mod oidc;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod telemetry;

@@ -30,6 +30,8 @@ pub struct Metrics {
     jwks_last_success: IntGaugeVec,
     jwks_keys: IntGaugeVec,
     replays: IntCounterVec,
+    config_reloads: IntCounterVec,
+    config_last_reload: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -103,6 +105,16 @@ impl Metrics {
                 "Tokens refused because their (iss, jti) was already exchanged.",
                 &["issuer"],
             ),
+            config_reloads: counter(
+                "config_reloads_total",
+                "Config reloads by result (success, error).",
+                &["result"],
+            ),
+            config_last_reload: prometheus::IntGauge::new(
+                "config_last_reload_success_timestamp_seconds",
+                "When the config in force was loaded.",
+            )
+            .expect("valid gauge"),
             registry,
         };
         metrics.register_all();
@@ -128,6 +140,8 @@ impl Metrics {
             Box::new(self.jwks_last_success.clone()),
             Box::new(self.jwks_keys.clone()),
             Box::new(self.replays.clone()),
+            Box::new(self.config_reloads.clone()),
+            Box::new(self.config_last_reload.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -181,6 +195,20 @@ impl Metrics {
         self.jwks_last_success
             .with_label_values(&[issuer])
             .set(unix_now_secs());
+    }
+
+    /// A config reload; the initial load counts as a success of its own (timestamp only).
+    pub fn config_reload(&self, success: bool) {
+        let result = if success { "success" } else { "error" };
+        self.config_reloads.with_label_values(&[result]).inc();
+        if success {
+            self.config_loaded();
+        }
+    }
+
+    /// Records that a config was put in force now.
+    pub fn config_loaded(&self) {
+        self.config_last_reload.set(unix_now_secs());
     }
 
     pub fn replay_rejected(&self, issuer: &str) {

@@ -43,6 +43,9 @@ pub struct DevArgs {
     /// Where the stand-in's kubeconfig and CA are written.
     #[arg(long, default_value_os_t = std::env::temp_dir().join("tokenvend-dev"))]
     state_dir: PathBuf,
+    /// With --config: how often the file is checked for changes (it is also reloaded on SIGHUP).
+    #[arg(long, default_value = "2s")]
+    config_poll_interval: crate::config::ConfigDuration,
     /// Application log format.
     #[arg(long, value_enum, default_value = "pretty")]
     log_format: LogFormat,
@@ -93,7 +96,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         public: args.listen,
         admin: args.admin_listen,
     };
-    let app = Application::build(config, listen, kube_config).await?;
+    let mut app = Application::build(config, listen, kube_config).await?;
+    if let Some(path) = &args.config {
+        app = app.watch_config(path.clone(), args.config_poll_interval.0);
+    }
     println!(
         "{}",
         banner(&issuer, &apiserver, &app, &args.state_dir, &kubeconfig_path)

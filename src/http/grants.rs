@@ -44,13 +44,14 @@ pub async fn list(
         let now = u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or_default();
         // Listing is not an exchange: with replay protection, dropping the verified token
         // releases its reservation.
-        let verified = app
+        let snapshot = app.snapshot();
+        let verified = snapshot
             .verifier
             .verify(token.expose_secret(), now)
             .await
             .map_err(ApiError::InvalidToken)?;
-        let policies = app.policies();
-        let grants = policies
+        let grants = snapshot
+            .policies
             .applicable(&verified.issuer, &verified.claims, &mut None)
             .into_iter()
             .map(|applicable| CallerGrant {

@@ -36,7 +36,8 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         ok: true,
         reason: None,
     }];
-    let mut issuers: Vec<_> = app.verifier.issuers().collect();
+    let snapshot = app.snapshot();
+    let mut issuers: Vec<_> = snapshot.verifier.issuers().collect();
     issuers.sort_by(|a, b| a.settings().name.cmp(&b.settings().name));
     for issuer in issuers {
         let ok = issuer.keys().has_keys();

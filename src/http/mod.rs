@@ -37,15 +37,54 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
+/// The parts of the config in force, swapped whole on reload: a request takes one snapshot
+/// and uses its verifier and policies together, so it never mixes two configs.
+pub struct Snapshot {
+    pub verifier: Arc<Verifier>,
+    pub policies: Arc<PolicySet>,
+    /// The issuers' periodic key refreshes; they stop when the snapshot is dropped.
+    _refreshers: KeyRefreshers,
+}
+
+impl Snapshot {
+    /// Wraps a verifier and policies, starting the verifier's periodic key refreshes.
+    pub fn new(verifier: Arc<Verifier>, policies: PolicySet) -> Self {
+        let refreshers = KeyRefreshers(
+            verifier
+                .issuers()
+                .map(|issuer| {
+                    let issuer = Arc::clone(issuer);
+                    tokio::spawn(async move { issuer.keys().refresh_periodically().await })
+                })
+                .collect(),
+        );
+        Self {
+            verifier,
+            policies: Arc::new(policies),
+            _refreshers: refreshers,
+        }
+    }
+}
+
+/// Background tasks aborted on drop.
+struct KeyRefreshers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for KeyRefreshers {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// The parts of [`AppState`].
 pub struct Shared {
-    pub verifier: Arc<Verifier>,
     pub minter: Arc<dyn Minter>,
     pub metrics: Arc<Metrics>,
     pub api_contact: Arc<ApiContact>,
     /// Where kubeconfig outputs point.
     pub kubeconfig_cluster: KubeconfigCluster,
-    policies: RwLock<Arc<PolicySet>>,
+    current: RwLock<Arc<Snapshot>>,
     shutting_down: AtomicBool,
 }
 
@@ -59,26 +98,33 @@ impl AppState {
         kubeconfig_cluster: KubeconfigCluster,
     ) -> Self {
         Self(Arc::new(Shared {
-            verifier,
             minter,
             metrics,
             api_contact,
             kubeconfig_cluster,
-            policies: RwLock::new(Arc::new(policies)),
+            current: RwLock::new(Arc::new(Snapshot::new(verifier, policies))),
             shutting_down: AtomicBool::new(false),
         }))
     }
 }
 
 impl Shared {
-    /// The policies in force; a request keeps the set it started with.
-    pub fn policies(&self) -> Arc<PolicySet> {
+    /// The config in force; a request keeps the snapshot it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(
             &self
-                .policies
+                .current
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
+    }
+
+    /// Puts a new config in force for the requests that start from now on.
+    pub fn replace(&self, snapshot: Snapshot) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(snapshot);
     }
 
     /// Marks the start of shutdown: readiness turns 503.

@@ -199,7 +199,8 @@ pub(super) async fn decide_request(
     audit: &mut AuditRecord,
     naming: &str,
 ) -> Result<(VerifiedToken, Grant), ApiError> {
-    let verified = app
+    let snapshot = app.snapshot();
+    let verified = snapshot
         .verifier
         .verify(credential.expose_secret(), unix_now())
         .await
@@ -209,8 +210,8 @@ pub(super) async fn decide_request(
     audit.jti = verified.registered.jti.as_deref().map(AuditRecord::capped);
     tracing::debug!(issuer = %verified.issuer, subject = %audit.subject.as_deref().unwrap_or_default(), "token verified");
 
-    let policies = app.policies();
-    let grant = policies
+    let grant = snapshot
+        .policies
         .evaluate(&verified.issuer, &verified.claims, request)
         .map_err(|denial| {
             if let Some(sa) = request.service_account() {

@@ -73,13 +73,29 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts everything with a config template and a hook to adjust the stand-in before it starts.
 pub async fn spawn_app_with(template: &str, adjust: impl FnOnce(&mut ApiServerOptions)) -> TestApp {
+    spawn(template, adjust, None).await
+}
+
+/// Starts everything from a config file written from `template` into `dir`, reloaded when it
+/// changes (checked every 100 ms) and on SIGHUP. Returns the app and the file's path.
+pub async fn spawn_app_watching(template: &str, dir: &Path) -> (TestApp, std::path::PathBuf) {
+    let path = dir.join("config.yaml");
+    let app = spawn(template, |_| {}, Some(path.clone())).await;
+    (app, path)
+}
+
+async fn spawn(
+    template: &str,
+    adjust: impl FnOnce(&mut ApiServerOptions),
+    watch: Option<std::path::PathBuf>,
+) -> TestApp {
     tokenvend::crypto::install_providers().unwrap();
     let issuer = LocalIssuer::start(loopback()).await.unwrap();
-    let config = Config::parse(
-        &template.replace("{issuer}", issuer.url()),
-        Path::new("test.yaml"),
-    )
-    .unwrap();
+    let text = template.replace("{issuer}", issuer.url());
+    if let Some(path) = &watch {
+        std::fs::write(path, &text).unwrap();
+    }
+    let config = Config::parse(&text, Path::new("test.yaml")).unwrap();
     let mut options = stand_in_options(&config, SERVICE_TOKEN);
     // `production/ghost` is granted but does not exist; `staging/deployer` exists but RBAC does not cover it.
     options.service_accounts.retain(|sa| sa.name != "ghost");
@@ -113,6 +129,10 @@ pub async fn spawn_app_with(template: &str, adjust: impl FnOnce(&mut ApiServerOp
     )
     .await
     .unwrap();
+    let app = match watch {
+        Some(path) => app.watch_config(path, Duration::from_millis(100)),
+        None => app,
+    };
     let address = format!("http://{}", app.public_addr());
     let admin_address = format!("http://{}", app.admin_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

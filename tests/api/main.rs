@@ -7,5 +7,6 @@ mod helpers;
 mod metrics;
 mod oauth;
 mod policy;
+mod reload;
 mod token;
 mod upstream;
