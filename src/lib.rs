@@ -14,8 +14,10 @@ pub mod dev;
 
 pub mod http;
 pub mod k8s;
+pub mod limits;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

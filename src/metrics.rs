@@ -30,6 +30,25 @@ pub struct Metrics {
     jwks_last_success: IntGaugeVec,
     jwks_keys: IntGaugeVec,
     replays: IntCounterVec,
+    rate_limited: IntCounterVec,
+}
+
+/// Which limit refused a request: the `scope` label of `rate_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitScope {
+    /// One identity's (issuer and subject) request budget was spent: 429.
+    Identity,
+    /// Too many requests were in flight; the request was shed: 503.
+    InFlight,
+}
+
+impl RateLimitScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::InFlight => "in_flight",
+        }
+    }
 }
 
 impl Metrics {
@@ -103,9 +122,18 @@ impl Metrics {
                 "Tokens refused because their (iss, jti) was already exchanged.",
                 &["issuer"],
             ),
+            rate_limited: counter(
+                "rate_limited_total",
+                "Requests refused by a limit: `identity` (per issuer and subject, 429) or `in_flight` (load shed, 503).",
+                &["scope"],
+            ),
             registry,
         };
         metrics.register_all();
+        // Both series exist from the start, so that a dashboard shows 0 rather than nothing.
+        for scope in [RateLimitScope::Identity, RateLimitScope::InFlight] {
+            metrics.rate_limited.with_label_values(&[scope.as_str()]);
+        }
         metrics
     }
 
@@ -128,6 +156,7 @@ impl Metrics {
             Box::new(self.jwks_last_success.clone()),
             Box::new(self.jwks_keys.clone()),
             Box::new(self.replays.clone()),
+            Box::new(self.rate_limited.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -185,6 +214,10 @@ impl Metrics {
 
     pub fn replay_rejected(&self, issuer: &str) {
         self.replays.with_label_values(&[issuer]).inc();
+    }
+
+    pub fn rate_limited(&self, scope: RateLimitScope) {
+        self.rate_limited.with_label_values(&[scope.as_str()]).inc();
     }
 
     pub fn jwks_fetch_failed(&self, issuer: &str) {

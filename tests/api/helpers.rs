@@ -6,7 +6,7 @@ use jsonwebtoken::Algorithm;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use tokenvend::app::{Application, Listen};
+use tokenvend::app::{Application, Listen, ServeOptions};
 use tokenvend::config::Config;
 use tokenvend::dev::apiserver::{ApiServer, ApiServerOptions, RbacRule, SeedUser};
 use tokenvend::dev::issuer::LocalIssuer;
@@ -73,6 +73,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts everything with a config template and a hook to adjust the stand-in before it starts.
 pub async fn spawn_app_with(template: &str, adjust: impl FnOnce(&mut ApiServerOptions)) -> TestApp {
+    spawn_app_serving(template, adjust, ServeOptions::default()).await
+}
+
+/// Starts everything with a config template, a hook for the stand-in, and serve options
+/// (limits, TLS, grace period).
+pub async fn spawn_app_serving(
+    template: &str,
+    adjust: impl FnOnce(&mut ApiServerOptions),
+    serve_options: ServeOptions,
+) -> TestApp {
     tokenvend::crypto::install_providers().unwrap();
     let issuer = LocalIssuer::start(loopback()).await.unwrap();
     let config = Config::parse(
@@ -103,17 +113,23 @@ pub async fn spawn_app_with(template: &str, adjust: impl FnOnce(&mut ApiServerOp
     let reviewer_config = kube_config_for(&apiserver, REVIEWER_TOKEN, Duration::from_secs(10))
         .await
         .unwrap();
-    let app = Application::build(
+    let scheme = if serve_options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let app = Application::build_with(
         config,
         Listen {
             public: loopback(),
             admin: loopback(),
         },
         kube_config,
+        serve_options,
     )
     .await
     .unwrap();
-    let address = format!("http://{}", app.public_addr());
+    let address = format!("{scheme}://{}", app.public_addr());
     let admin_address = format!("http://{}", app.admin_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until(async move {
