@@ -79,7 +79,7 @@ pub struct LimitArgs {
     /// limit off. Over it: 429 with Retry-After.
     #[arg(long, env = "TOKENVEND_RATE_LIMIT", default_value_t = LimitSettings::default().per_identity_rate)]
     rate_limit: f64,
-    /// Token requests one identity may make at once above the sustained rate.
+    /// Token requests an idle identity may make at once (the bucket size).
     #[arg(long, env = "TOKENVEND_RATE_LIMIT_BURST", default_value_t = LimitSettings::default().per_identity_burst, value_parser = clap::value_parser!(u32).range(1..))]
     rate_limit_burst: u32,
     /// Token requests handled at once; further ones are shed with 503 and Retry-After. 0 turns

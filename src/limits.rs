@@ -25,7 +25,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub struct LimitSettings {
     /// Sustained requests per second allowed to one identity; `0` switches the limit off.
     pub per_identity_rate: f64,
-    /// Requests one identity may make in a burst on top of the sustained rate.
+    /// Requests an idle identity may make at once (the bucket size).
     pub per_identity_burst: u32,
     /// Token requests handled at once; further ones get 503 immediately. `0` means no cap.
     pub max_in_flight: usize,
@@ -85,8 +85,10 @@ impl Limits {
             Some(slots) => Arc::clone(slots)
                 .try_acquire_owned()
                 .ok()
-                .map(|permit| InFlight(Some(permit))),
-            None => Some(InFlight(None)),
+                .map(|permit| InFlight {
+                    _slot: Some(permit),
+                }),
+            None => Some(InFlight { _slot: None }),
         }
     }
 }
@@ -99,7 +101,9 @@ impl Default for Limits {
 
 /// Holds a request's in-flight slot until dropped.
 #[derive(Debug)]
-pub struct InFlight(#[allow(dead_code, reason = "held for its Drop")] Option<OwnedSemaphorePermit>);
+pub struct InFlight {
+    _slot: Option<OwnedSemaphorePermit>,
+}
 
 /// Token buckets keyed by a hash of `(issuer, subject)`, at most `capacity` of them.
 struct IdentityLimiter {

@@ -298,8 +298,18 @@ fn assert_upstream_error(record: &Value, presented: &str) {
     }
 }
 
+/// The request id a JSON log line carries: its own span's, or an enclosing span's.
+fn request_id_of(line: &Value) -> Option<&str> {
+    line["span"]["request_id"].as_str().or_else(|| {
+        line["spans"]
+            .as_array()?
+            .iter()
+            .find_map(|span| span["request_id"].as_str())
+    })
+}
+
 /// Every application log line written while handling a request carries its request id: the
-/// request path's own lines, and among them those of the upstream failure.
+/// request path's own lines, and the kube client's lines for the TokenRequest it sends.
 fn assert_request_ids_in_log_lines(logs: &str) {
     let lines: Vec<Value> = logs
         .lines()
@@ -307,23 +317,25 @@ fn assert_request_ids_in_log_lines(logs: &str) {
         .collect();
     let request_path = lines.iter().filter(|line| {
         let target = line["target"].as_str().unwrap_or_default();
-        target.starts_with("tokenvend::http") || target.starts_with("tokenvend::k8s::mint")
+        let kube_token_request = line["span"]["http.url"]
+            .as_str()
+            .is_some_and(|url| url.contains("/serviceaccounts/"));
+        target.starts_with("tokenvend::http")
+            || target.starts_with("tokenvend::k8s::mint")
+            || kube_token_request
     });
     let mut checked = 0;
     for line in request_path {
-        assert!(
-            line["span"]["request_id"].is_string(),
-            "no request id: {line}"
-        );
+        assert!(request_id_of(line).is_some(), "no request id: {line}");
         checked += 1;
     }
-    assert!(checked >= 10, "only {checked} request-path lines");
+    assert!(checked >= 20, "only {checked} request-path lines");
     let upstream: Vec<&str> = lines
         .iter()
-        .filter(|line| line["span"]["request_id"] == "upstream-1")
+        .filter(|line| request_id_of(line) == Some("upstream-1"))
         .filter_map(|line| line["message"].as_str())
         .collect();
-    for message in ["token request failed", "request finished"] {
+    for message in ["token request failed", "request finished", "requesting"] {
         assert!(
             upstream.contains(&message),
             "{message:?} not in {upstream:?}"
