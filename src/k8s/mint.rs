@@ -227,7 +227,8 @@ impl Minter for KubeMinter {
 }
 
 /// The API server's signals that a later attempt may succeed: throttled (429), unavailable
-/// (503), or its own request timeout (504).
+/// (503), or its own request timeout (504). Retrying is safe even if a timed-out attempt did
+/// mint: that token was never returned to anyone, and TokenRequest tokens are not stored.
 fn is_retryable(code: u16) -> bool {
     matches!(code, 429 | 503 | 504)
 }
