@@ -99,9 +99,9 @@ async fn a_retry_after_beyond_the_deadline_is_passed_on_at_once_instead_of_waite
     let elapsed = started.elapsed();
     assert_eq!(response.headers()["retry-after"], "30");
     assert_error(response, 503, "temporarily_unavailable").await;
+    // One attempt: a 30 s wait could not fit the 2 s deadline, so none was taken.
     assert_eq!(app.apiserver().token_requests(), 1);
-    // Not held until the 2 s deadline: a retry could not have fitted.
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(elapsed < DEADLINE_MARGIN, "{elapsed:?}");
     app.stop().await;
 }
 
