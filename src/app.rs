@@ -1,5 +1,5 @@
 //! Wiring: from a loaded config to two bound listeners serving the routers, and the
-//! background tasks that keep keys and readiness fresh.
+//! background tasks that keep keys, readiness and the TLS certificate fresh.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,9 +13,11 @@ use tokio::net::TcpListener;
 use crate::config::{Config, KubernetesSettings};
 use crate::http::{AppState, KubeconfigCluster, admin_router, public_router};
 use crate::k8s::{ApiContact, KubeMinter, Minter, probe};
+use crate::limits::{LimitSettings, Limits};
 use crate::metrics::Metrics;
 use crate::oidc::Verifier;
 use crate::server::{self, ServerLimits};
+use crate::tls::{ReloadingCert, TlsFiles};
 
 /// How often an idle service checks that the Kubernetes API still answers.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
@@ -27,6 +29,34 @@ pub struct Listen {
     pub admin: SocketAddr,
 }
 
+/// How long in-flight requests get to finish at shutdown unless told otherwise: with the
+/// deployment's 5 s preStop pause it fits Kubernetes' default 30 s termination grace period.
+pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(20);
+
+/// How the service runs, beyond what the config file says (the `serve` flags).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Serve the public listener over TLS with this certificate and key, re-read when they
+    /// change; `None`: plain HTTP (TLS terminated in front of the service).
+    pub tls: Option<TlsFiles>,
+    /// How often the TLS files are checked for changes.
+    pub tls_poll_interval: Duration,
+    pub limits: LimitSettings,
+    /// At shutdown, in-flight requests get this long to finish.
+    pub shutdown_grace_period: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            tls_poll_interval: crate::tls::DEFAULT_POLL_INTERVAL,
+            limits: LimitSettings::default(),
+            shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
+        }
+    }
+}
+
 /// The parts the service is wired from.
 struct Wiring {
     verifier: Arc<Verifier>,
@@ -35,6 +65,7 @@ struct Wiring {
     contact: Arc<ApiContact>,
     client: kube::Client,
     kubeconfig_cluster: KubeconfigCluster,
+    tls: Option<PublicTls>,
 }
 
 /// A service ready to run: listeners bound, keys warmed up.
@@ -48,20 +79,45 @@ pub struct Application {
     kubernetes: KubernetesSettings,
     /// The config file to reload, and how often to look at it.
     watch: Option<(PathBuf, Duration, Option<Vec<u8>>)>,
+    tls: Option<PublicTls>,
+    options: ServeOptions,
+}
+
+/// TLS on the public listener: the certificate source (watched while serving) and the
+/// acceptor that asks it on every handshake.
+struct PublicTls {
+    cert: Arc<ReloadingCert>,
+    acceptor: tokio_rustls::TlsAcceptor,
 }
 
 impl Application {
-    /// Binds the listeners and wires the service to the Kubernetes API described by `kube_config`.
+    /// Binds the listeners and wires the service to the Kubernetes API described by
+    /// `kube_config`, with the default [`ServeOptions`].
     ///
     /// # Errors
-    /// A listener cannot be bound, an issuer or the kube client cannot be set up, or
-    /// `kubernetes.kubeconfigCAFile` cannot be read.
+    /// As [`Application::build_with`].
     pub async fn build(
         config: Config,
         listen: Listen,
         kube_config: kube::Config,
     ) -> anyhow::Result<Self> {
+        Self::build_with(config, listen, kube_config, ServeOptions::default()).await
+    }
+
+    /// Binds the listeners and wires the service to the Kubernetes API described by
+    /// `kube_config`.
+    ///
+    /// # Errors
+    /// A listener cannot be bound, an issuer or the kube client cannot be set up,
+    /// `kubernetes.kubeconfigCAFile` cannot be read, or the TLS files cannot be loaded.
+    pub async fn build_with(
+        config: Config,
+        listen: Listen,
+        kube_config: kube::Config,
+        options: ServeOptions,
+    ) -> anyhow::Result<Self> {
         crate::crypto::install_providers()?;
+        let tls = options.tls.clone().map(public_tls).transpose()?;
         let metrics = Arc::new(Metrics::new());
         let verifier = Arc::new(Verifier::over_http(&config.issuers, &metrics)?);
         let kubeconfig_cluster = kubeconfig_cluster(&config.kubernetes, &kube_config)?;
@@ -80,11 +136,17 @@ impl Application {
             contact,
             client,
             kubeconfig_cluster,
+            tls,
         };
-        Self::wire(config, listen, wiring).await
+        Self::wire(config, listen, wiring, options).await
     }
 
-    async fn wire(config: Config, listen: Listen, wiring: Wiring) -> anyhow::Result<Self> {
+    async fn wire(
+        config: Config,
+        listen: Listen,
+        wiring: Wiring,
+        options: ServeOptions,
+    ) -> anyhow::Result<Self> {
         let Wiring {
             verifier,
             minter,
@@ -92,6 +154,7 @@ impl Application {
             contact,
             client,
             kubeconfig_cluster,
+            tls,
         } = wiring;
         let public = TcpListener::bind(listen.public).await?;
         let admin = TcpListener::bind(listen.admin).await?;
@@ -108,6 +171,7 @@ impl Application {
             metrics,
             contact,
             kubeconfig_cluster,
+            Limits::new(options.limits),
         );
         Ok(Self {
             public,
@@ -117,6 +181,8 @@ impl Application {
             request_timeout: config.kubernetes.request_timeout,
             kubernetes: config.kubernetes,
             watch: None,
+            tls,
+            options,
         })
     }
 
@@ -147,8 +213,12 @@ impl Application {
             .expect("bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes; then readiness turns 503, listeners stop accepting,
-    /// and in-flight requests finish.
+    /// Serves until `shutdown` completes; then readiness turns 503, listeners stop accepting
+    /// (new connections are refused), and in-flight requests get the shutdown grace period
+    /// to finish.
+    ///
+    /// # Errors
+    /// A listener fails.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -161,6 +231,11 @@ impl Application {
                 crate::reload::watch(state.clone(), path, poll_interval, loaded, self.kubernetes);
             background.push(tokio::spawn(watching));
         }
+        let acceptor = self.tls.map(|tls| {
+            let watch = tls.cert.watch(self.options.tls_poll_interval);
+            background.push(tokio::spawn(watch));
+            tls.acceptor
+        });
         let stopping = async move {
             shutdown.await;
             state.begin_shutdown();
@@ -171,11 +246,14 @@ impl Application {
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let limits = ServerLimits::default();
+        let limits = ServerLimits {
+            drain_timeout: self.options.shutdown_grace_period,
+            ..ServerLimits::default()
+        };
         let public = server::serve(
             self.public,
             public_router(self.state.clone()),
-            None,
+            acceptor,
             limits,
             wait(stop_rx.clone()),
         );
@@ -212,6 +290,13 @@ fn spawn_background(
         }
     }));
     tasks
+}
+
+/// Loads the certificate and key and builds the acceptor that serves them.
+fn public_tls(files: TlsFiles) -> anyhow::Result<PublicTls> {
+    let cert = ReloadingCert::load(files).context("--tls-cert/--tls-key")?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config()?);
+    Ok(PublicTls { cert, acceptor })
 }
 
 /// Where kubeconfig outputs point: the configured server and CA file, else the service's own

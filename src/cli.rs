@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::{Application, Listen, shutdown_signal};
-use crate::config::Config;
+use crate::app::{Application, Listen, ServeOptions, shutdown_signal};
+use crate::config::{Config, ConfigDuration};
 use crate::k8s::{legacy, rbac};
+use crate::limits::LimitSettings;
 use crate::policy::ServiceAccountRef;
 use crate::telemetry::{self, LogFormat};
+use crate::tls::TlsFiles;
 
 /// Deadline for each Kubernetes call of `legacy-scan`.
 const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -56,6 +58,63 @@ pub struct ServeArgs {
     listen: ListenArgs,
     #[command(flatten)]
     logging: LoggingArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// At SIGTERM/SIGINT: how long in-flight requests get to finish after readiness turns off
+    /// and the listeners close. Keep it below the pod's terminationGracePeriodSeconds minus
+    /// its preStop pause.
+    #[arg(long, env = "TOKENVEND_SHUTDOWN_GRACE_PERIOD", default_value = "20s")]
+    shutdown_grace_period: ConfigDuration,
+}
+
+/// TLS on the public listener (both or neither). The files are re-read when they change.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain, leaf first.
+    #[arg(long, env = "TOKENVEND_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    #[arg(long, env = "TOKENVEND_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// Request limits of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Sustained token requests per second per identity (issuer and subject); 0 turns the
+    /// limit off. Over it: 429 with Retry-After.
+    #[arg(long, env = "TOKENVEND_RATE_LIMIT", default_value_t = LimitSettings::default().per_identity_rate)]
+    rate_limit: f64,
+    /// Token requests an idle identity may make at once (the bucket size).
+    #[arg(long, env = "TOKENVEND_RATE_LIMIT_BURST", default_value_t = LimitSettings::default().per_identity_burst, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit_burst: u32,
+    /// Token requests handled at once; further ones are shed with 503 and Retry-After. 0 turns
+    /// the cap off.
+    #[arg(long, env = "TOKENVEND_MAX_IN_FLIGHT", default_value_t = LimitSettings::default().max_in_flight)]
+    max_in_flight: usize,
+}
+
+impl ServeArgs {
+    fn options(&self) -> ServeOptions {
+        ServeOptions {
+            tls: match (&self.tls.tls_cert, &self.tls.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            limits: LimitSettings {
+                per_identity_rate: self.limits.rate_limit,
+                per_identity_burst: self.limits.rate_limit_burst,
+                max_in_flight: self.limits.max_in_flight,
+            },
+            shutdown_grace_period: self.shutdown_grace_period.0,
+            ..ServeOptions::default()
+        }
+    }
 }
 
 /// Flags of `rbac`.
@@ -138,10 +197,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public: args.listen.listen,
         admin: args.listen.admin_listen,
     };
-    let app = Application::build(config, listen, kube_config)
+    let options = args.options();
+    anyhow::ensure!(
+        options.limits.per_identity_rate.is_finite() && options.limits.per_identity_rate >= 0.0,
+        "--rate-limit must be a number of requests per second, 0 or more"
+    );
+    let tls = options.tls.is_some();
+    let app = Application::build_with(config, listen, kube_config, options)
         .await?
         .watch_config(args.config.clone(), args.config_poll_interval.0);
-    tracing::info!(public = %app.public_addr(), admin = %app.admin_addr(), "tokenvend serving");
+    tracing::info!(public = %app.public_addr(), admin = %app.admin_addr(), tls, "tokenvend serving");
     app.run_until(shutdown_signal()).await
 }
 

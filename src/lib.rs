@@ -14,6 +14,7 @@ pub mod dev;
 
 pub mod http;
 pub mod k8s;
+pub mod limits;
 pub mod metrics;
 pub mod offline;
 pub mod oidc;
@@ -21,3 +22,4 @@ pub mod policy;
 pub mod reload;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

@@ -32,6 +32,25 @@ pub struct Metrics {
     replays: IntCounterVec,
     config_reloads: IntCounterVec,
     config_last_reload: prometheus::IntGauge,
+    rate_limited: IntCounterVec,
+}
+
+/// Which limit refused a request: the `scope` label of `rate_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitScope {
+    /// One identity's (issuer and subject) request budget was spent: 429.
+    Identity,
+    /// Too many requests were in flight; the request was shed: 503.
+    InFlight,
+}
+
+impl RateLimitScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::InFlight => "in_flight",
+        }
+    }
 }
 
 impl Metrics {
@@ -115,9 +134,18 @@ impl Metrics {
                 "When the config in force was loaded.",
             )
             .expect("valid gauge"),
+            rate_limited: counter(
+                "rate_limited_total",
+                "Requests refused by a limit: `identity` (per issuer and subject, 429) or `in_flight` (load shed, 503).",
+                &["scope"],
+            ),
             registry,
         };
         metrics.register_all();
+        // Both series exist from the start, so that a dashboard shows 0 rather than nothing.
+        for scope in [RateLimitScope::Identity, RateLimitScope::InFlight] {
+            metrics.rate_limited.with_label_values(&[scope.as_str()]);
+        }
         metrics
     }
 
@@ -142,6 +170,7 @@ impl Metrics {
             Box::new(self.replays.clone()),
             Box::new(self.config_reloads.clone()),
             Box::new(self.config_last_reload.clone()),
+            Box::new(self.rate_limited.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -213,6 +242,10 @@ impl Metrics {
 
     pub fn replay_rejected(&self, issuer: &str) {
         self.replays.with_label_values(&[issuer]).inc();
+    }
+
+    pub fn rate_limited(&self, scope: RateLimitScope) {
+        self.rate_limited.with_label_values(&[scope.as_str()]).inc();
     }
 
     pub fn jwks_fetch_failed(&self, issuer: &str) {

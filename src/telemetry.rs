@@ -42,7 +42,9 @@ where
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            // The list too: a line written inside a nested span (kube's `HTTP` client span
+            // within a request) shows only that span as `span`; the request id is in `spans`.
+            .with_span_list(true)
             .with_writer(logs)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(logs).boxed(),

@@ -74,6 +74,10 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
 
     let response = app.post_token(&presented, None).await;
     assert_eq!(response.status(), 200);
+    let first_request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let issued_json: Value = response.json().await.unwrap();
     let issued = issued_json["token"].as_str().unwrap().to_owned();
     let url = format!("{}/v1/token?format=token", app.address);
@@ -97,6 +101,19 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         String::from_utf8(bytes).unwrap()
     };
     assert_eq!(app.post_token(&forged, None).await.status(), 401);
+    // The granted service account does not exist: the API server answers 404.
+    let ghost = app.id_token(json!({"sub": "ghost-sub", "repository": "acme/ghost"}));
+    let upstream = app
+        .http
+        .post(format!("{}/v1/token", app.address))
+        .bearer_auth(&ghost)
+        .header("x-request-id", "upstream-1")
+        .header("user-agent", "logs-test/1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upstream.status(), 502);
+    assert_eq!(upstream.headers()["x-request-id"], "upstream-1");
     app.stop().await;
 
     let (logs, audit) = (logs.text(), audit.text());
@@ -105,7 +122,7 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         "expected trace-level logs, got {} lines",
         logs.lines().count()
     );
-    assert_eq!(audit.lines().count(), 4, "{audit}");
+    assert_eq!(audit.lines().count(), 5, "{audit}");
     let records: Vec<Value> = audit
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -127,10 +144,44 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         .iter()
         .map(|r| r["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["issued", "issued", "denied", "invalid_token"]);
-    assert_eq!(records[2]["reason"], "no_policy_matched");
-    assert_eq!(records[3]["reason"], "bad_signature");
-    for token in [&presented, &issued, raw.trim_end(), &denied, &forged] {
+    assert_eq!(
+        outcomes,
+        ["issued", "issued", "denied", "invalid_token", "error"]
+    );
+    for record in &records {
+        let mut keys: Vec<&str> = record
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut expected = AUDIT_FIELDS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(keys, expected, "{record}");
+        assert!(
+            record["time"]
+                .as_str()
+                .unwrap()
+                .parse::<jiff::Timestamp>()
+                .is_ok(),
+            "{record}"
+        );
+        assert_eq!(record["client_ip"], "127.0.0.1");
+    }
+    assert_issued(first, &first_request_id, &presented, &issued_json);
+    assert_denied(&records[2], &denied);
+    assert_invalid_token(&records[3]);
+    assert_upstream_error(&records[4], &ghost);
+    assert_request_ids_in_log_lines(&logs);
+    for token in [
+        &presented,
+        &issued,
+        raw.trim_end(),
+        &denied,
+        &forged,
+        &ghost,
+    ] {
         for fragment in fragments(token) {
             assert!(
                 !logs.contains(&fragment),
@@ -141,5 +192,153 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
                 "a token fragment appears in the audit log"
             );
         }
+    }
+}
+
+/// Every field of DESIGN §6, present in every record (null when it does not apply).
+const AUDIT_FIELDS: [&str; 16] = [
+    "time",
+    "request_id",
+    "outcome",
+    "reason",
+    "issuer",
+    "subject",
+    "jti",
+    "policy",
+    "namespace",
+    "service_account",
+    "audiences",
+    "expiration_timestamp",
+    "token_id",
+    "token_sha256",
+    "client_ip",
+    "user_agent",
+];
+
+/// The payload of a JWT, unverified (the test's own tokens).
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn assert_issued(record: &Value, request_id: &str, presented: &str, response: &Value) {
+    assert_eq!(record["request_id"], request_id);
+    assert_eq!(record["reason"], "issued");
+    assert_eq!(record["jti"], claims_of(presented)["jti"]);
+    assert_eq!(record["audiences"], response["audiences"]);
+    let in_record: jiff::Timestamp = record["expiration_timestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let in_response: jiff::Timestamp = response["expirationTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(in_record.as_second(), in_response.as_second());
+    assert!(record["token_id"].is_string(), "{record}");
+    assert_eq!(record["user_agent"], Value::Null);
+}
+
+fn assert_denied(record: &Value, presented: &str) {
+    assert_eq!(record["reason"], "no_policy_matched");
+    assert_eq!(record["issuer"], "local");
+    assert_eq!(record["subject"], "someone");
+    assert_eq!(record["jti"], claims_of(presented)["jti"]);
+    for absent in [
+        "policy",
+        "namespace",
+        "service_account",
+        "audiences",
+        "expiration_timestamp",
+        "token_id",
+        "token_sha256",
+    ] {
+        assert_eq!(record[absent], Value::Null, "{absent}: {record}");
+    }
+}
+
+fn assert_invalid_token(record: &Value) {
+    assert_eq!(record["reason"], "bad_signature");
+    // Nothing from an unverified token is recorded.
+    for absent in [
+        "issuer",
+        "subject",
+        "jti",
+        "policy",
+        "namespace",
+        "service_account",
+        "audiences",
+        "expiration_timestamp",
+        "token_id",
+        "token_sha256",
+    ] {
+        assert_eq!(record[absent], Value::Null, "{absent}: {record}");
+    }
+}
+
+fn assert_upstream_error(record: &Value, presented: &str) {
+    assert_eq!(record["request_id"], "upstream-1");
+    assert_eq!(record["reason"], "upstream_404");
+    assert_eq!(record["issuer"], "local");
+    assert_eq!(record["subject"], "ghost-sub");
+    assert_eq!(record["jti"], claims_of(presented)["jti"]);
+    assert_eq!(record["policy"], "ghost");
+    assert_eq!(record["namespace"], "production");
+    assert_eq!(record["service_account"], "ghost");
+    assert!(record["audiences"].is_array(), "{record}");
+    assert_eq!(record["user_agent"], "logs-test/1");
+    for absent in ["expiration_timestamp", "token_id", "token_sha256"] {
+        assert_eq!(record[absent], Value::Null, "{absent}: {record}");
+    }
+}
+
+/// The request id a JSON log line carries: its own span's, or an enclosing span's.
+fn request_id_of(line: &Value) -> Option<&str> {
+    line["span"]["request_id"].as_str().or_else(|| {
+        line["spans"]
+            .as_array()?
+            .iter()
+            .find_map(|span| span["request_id"].as_str())
+    })
+}
+
+/// Every application log line written while handling a request carries its request id: the
+/// request path's own lines, and the kube client's lines for the TokenRequest it sends.
+fn assert_request_ids_in_log_lines(logs: &str) {
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let request_path = lines.iter().filter(|line| {
+        let target = line["target"].as_str().unwrap_or_default();
+        let kube_token_request = line["span"]["http.url"]
+            .as_str()
+            .is_some_and(|url| url.contains("/serviceaccounts/"));
+        target.starts_with("tokenvend::http")
+            || target.starts_with("tokenvend::k8s::mint")
+            || kube_token_request
+    });
+    let mut checked = 0;
+    for line in request_path {
+        assert!(request_id_of(line).is_some(), "no request id: {line}");
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} request-path lines");
+    let upstream: Vec<&str> = lines
+        .iter()
+        .filter(|line| request_id_of(line) == Some("upstream-1"))
+        .filter_map(|line| line["message"].as_str())
+        .collect();
+    for message in ["token request failed", "request finished", "requesting"] {
+        assert!(
+            upstream.contains(&message),
+            "{message:?} not in {upstream:?}"
+        );
     }
 }

@@ -9,8 +9,12 @@ use serde::Serialize;
 use crate::k8s::MintError;
 use crate::oidc::VerifyError;
 
-/// Seconds a caller should wait before retrying a 503.
-const RETRY_AFTER_SECS: &str = "5";
+/// Seconds a caller should wait before retrying a 503 when nothing better is known.
+const RETRY_AFTER_SECS: u64 = 5;
+/// Seconds a caller shed for overload should wait: the load is usually momentary.
+const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
+/// The longest `Retry-After` passed on from the Kubernetes API.
+const MAX_UPSTREAM_RETRY_AFTER_SECS: u64 = 60;
 
 /// Everything a request can fail with, as the caller sees it.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +39,17 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// The Kubernetes API refused or failed (502, or 504 on a timeout).
+    /// The Kubernetes API refused or failed (502), did not answer in time (504), or was still
+    /// throttled or unavailable after the retries the deadline allowed (503).
     #[error("{}", upstream_description(.0))]
     Upstream(MintError),
+    /// This identity's request budget is spent (429); a request fits again after this many
+    /// seconds.
+    #[error("too many requests for this identity; retry after {0}s")]
+    RateLimited(u64),
+    /// Too many requests are in flight; this one was shed unread (503).
+    #[error("the service is overloaded; retry shortly")]
+    Overloaded,
 }
 
 /// The JSON error body of DESIGN §5.
@@ -69,7 +81,10 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream(MintError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(error) if is_upstream_busy(error) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -85,9 +100,42 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Upstream(MintError::Timeout(_)) => "upstream_timeout",
+            Self::Upstream(error) if is_upstream_busy(error) => "temporarily_unavailable",
             Self::Upstream(_) => "upstream_error",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Overloaded => "temporarily_unavailable",
         }
     }
+
+    /// Seconds after which a retry may succeed, for the `Retry-After` header.
+    pub(super) fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::InvalidToken(error) if error.is_unavailable() => Some(RETRY_AFTER_SECS),
+            Self::Upstream(
+                error @ MintError::Api {
+                    retry_after: upstream,
+                    ..
+                },
+            ) if is_upstream_busy(error) => Some(upstream.map_or(RETRY_AFTER_SECS, |wait| {
+                wait.as_secs().clamp(1, MAX_UPSTREAM_RETRY_AFTER_SECS)
+            })),
+            Self::RateLimited(seconds) => Some(*seconds),
+            Self::Overloaded => Some(OVERLOADED_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+}
+
+/// The API server is throttling (429) or unavailable (503): a condition that passes, so the
+/// caller is told to come back rather than that the request failed.
+fn is_upstream_busy(error: &MintError) -> bool {
+    matches!(
+        error,
+        MintError::Api {
+            code: 429 | 503,
+            ..
+        }
+    )
 }
 
 fn upstream_description(error: &MintError) -> String {
@@ -113,19 +161,16 @@ impl IntoResponse for ApiError {
             Self::MissingCredential => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::InvalidToken(error) if error.is_unavailable() => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(RETRY_AFTER_SECS),
-                );
-            }
-            Self::InvalidToken(_) => {
+            Self::InvalidToken(error) if !error.is_unavailable() => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
                 );
             }
             _ => {}
+        }
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response.extensions_mut().insert(PendingErrorBody {
             error: self.code(),

@@ -77,3 +77,77 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 pub async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use serde_json::Value;
+    use tower::ServiceExt as _;
+
+    use super::super::{AppState, KubeconfigCluster, public_router};
+    use crate::k8s::{ApiContact, MintError, MintRequest, MintedToken, Minter};
+    use crate::limits::Limits;
+    use crate::metrics::Metrics;
+    use crate::oidc::{BoxFuture, Verifier};
+    use crate::policy::PolicySet;
+
+    struct Unreachable;
+
+    impl Minter for Unreachable {
+        fn mint<'a>(&'a self, _: &'a MintRequest) -> BoxFuture<'a, Result<MintedToken, MintError>> {
+            Box::pin(async { Err(MintError::Transport("not in this test".into())) })
+        }
+    }
+
+    fn state() -> AppState {
+        let metrics = Arc::new(Metrics::new());
+        let contact = Arc::new(ApiContact::default());
+        contact.record(true);
+        AppState::new(
+            Arc::new(Verifier::over_http(&[], &metrics).unwrap()),
+            PolicySet::default(),
+            Arc::new(Unreachable),
+            metrics,
+            contact,
+            KubeconfigCluster {
+                server: "https://k8s.example".into(),
+                ca_pem: None,
+            },
+            Limits::default(),
+        )
+    }
+
+    async fn readyz(state: &AppState) -> (u16, Value) {
+        let request = Request::get("/readyz").body(Body::empty()).unwrap();
+        let response = public_router(state.clone()).oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn readiness_turns_503_with_a_named_reason_when_shutdown_begins() {
+        let state = state();
+        let (status, body) = readyz(&state).await;
+        assert_eq!((status, &body["status"]), (200, &"ready".into()), "{body}");
+        state.begin_shutdown();
+        let (status, body) = readyz(&state).await;
+        assert_eq!(status, 503);
+        let checks = body["checks"].as_array().unwrap();
+        let shutdown = checks.iter().find(|c| c["name"] == "shutdown").unwrap();
+        assert_eq!(shutdown["ok"], false);
+        assert_eq!(shutdown["reason"], "shutting down");
+        assert!(
+            checks
+                .iter()
+                .filter(|c| c["name"] != "shutdown")
+                .all(|c| c["ok"] == true),
+            "{body}"
+        );
+    }
+}

@@ -14,7 +14,7 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +26,8 @@ pub use format::{EXEC_CREDENTIAL_API_VERSION, ExecCredential, KubeconfigCluster}
 pub use health::OPENAPI_YAML;
 
 use crate::k8s::{ApiContact, Minter};
-use crate::metrics::Metrics;
+use crate::limits::Limits;
+use crate::metrics::{Metrics, RateLimitScope};
 use crate::oidc::Verifier;
 use crate::policy::PolicySet;
 
@@ -84,6 +85,8 @@ pub struct Shared {
     pub api_contact: Arc<ApiContact>,
     /// Where kubeconfig outputs point.
     pub kubeconfig_cluster: KubeconfigCluster,
+    /// The per-identity rate limit and the in-flight cap.
+    pub limits: Limits,
     current: RwLock<Arc<Snapshot>>,
     shutting_down: AtomicBool,
 }
@@ -96,12 +99,14 @@ impl AppState {
         metrics: Arc<Metrics>,
         api_contact: Arc<ApiContact>,
         kubeconfig_cluster: KubeconfigCluster,
+        limits: Limits,
     ) -> Self {
         Self(Arc::new(Shared {
             minter,
             metrics,
             api_contact,
             kubeconfig_cluster,
+            limits,
             current: RwLock::new(Arc::new(Snapshot::new(verifier, policies))),
             shutting_down: AtomicBool::new(false),
         }))
@@ -157,12 +162,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.yaml"),
 ];
 
-/// The public listener's routes.
+/// The public listener's routes. Only the token endpoints are subject to load shedding:
+/// health probes must answer however busy the service is.
 pub fn public_router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/grants", get(grants::list))
+    let token_routes = Router::new()
         .route("/v1/token", post(token::issue))
         .route("/oauth2/token", post(oauth::exchange))
+        .route("/v1/grants", get(grants::list))
+        .route_layer(middleware::from_fn_with_state(state.clone(), shed_load));
+    Router::new()
+        .merge(token_routes)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.yaml", get(health::openapi))
@@ -194,6 +203,21 @@ async fn reject_declared_oversize(request: Request, next: middleware::Next) -> R
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return ApiError::PayloadTooLarge.into_response();
     }
+    next.run(request).await
+}
+
+/// Refuses a request at once with 503 when the in-flight cap is reached, before its body or
+/// token is read; otherwise holds a slot until the response is produced.
+async fn shed_load(
+    State(app): State<AppState>,
+    request: Request,
+    next: middleware::Next,
+) -> Response {
+    let Some(_slot) = app.limits.enter() else {
+        app.metrics.rate_limited(RateLimitScope::InFlight);
+        tracing::debug!("in-flight limit reached; request shed");
+        return ApiError::Overloaded.into_response();
+    };
     next.run(request).await
 }
 

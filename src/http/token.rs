@@ -17,6 +17,8 @@ use super::extract::bearer_token;
 use super::format::{Format, Issued, render};
 use crate::audit::{AuditRecord, Outcome, sha256_hex};
 use crate::k8s::{MintRequest, MintedToken};
+use crate::limits::RetryAfter;
+use crate::metrics::RateLimitScope;
 use crate::oidc::VerifiedToken;
 use crate::policy::{Denial, Grant, Request, ServiceAccountRef};
 
@@ -209,6 +211,16 @@ pub(super) async fn decide_request(
     audit.subject = Some(AuditRecord::capped(&verified.registered.sub));
     audit.jti = verified.registered.jti.as_deref().map(AuditRecord::capped);
     tracing::debug!(issuer = %verified.issuer, subject = %audit.subject.as_deref().unwrap_or_default(), "token verified");
+    // Charged before the policy runs, so denied requests spend the budget too. A refused
+    // request drops its replay reservation: the same token may be presented again later.
+    if let Err(RetryAfter(seconds)) = app
+        .limits
+        .admit_identity(&verified.issuer, &verified.registered.sub)
+    {
+        app.metrics.rate_limited(RateLimitScope::Identity);
+        audit.reason = Some("rate_limited".to_owned());
+        return Err(ApiError::RateLimited(seconds));
+    }
 
     let grant = snapshot
         .policies
@@ -333,6 +345,8 @@ fn outcome_of(result: Result<&Issued, &ApiError>) -> (Outcome, String) {
             (Outcome::InvalidToken, "missing_credential".to_owned())
         }
         Err(ApiError::AccessDenied(_)) => (Outcome::Denied, "denied".to_owned()),
+        Err(ApiError::RateLimited(_)) => (Outcome::Denied, "rate_limited".to_owned()),
+        Err(ApiError::Overloaded) => (Outcome::Error, "overloaded".to_owned()),
         Err(ApiError::Upstream(error)) => {
             (Outcome::Error, format!("upstream_{}", error.code_label()))
         }

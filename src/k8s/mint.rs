@@ -1,12 +1,14 @@
-//! The TokenRequest call: one deadline, the API server's own answer reported faithfully.
+//! The TokenRequest call: one deadline for the whole exchange with the API server, bounded
+//! retries of its "try again" answers inside that deadline, and its own answer reported
+//! faithfully.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper::{HeaderMap, header};
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, PostParams};
+use kube::api::PostParams;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -14,6 +16,13 @@ use super::ApiContact;
 use crate::metrics::Metrics;
 use crate::oidc::BoxFuture;
 use crate::policy::ServiceAccountRef;
+
+/// Attempts per TokenRequest, the first included.
+const MAX_ATTEMPTS: u32 = 3;
+/// Wait before the first retry when the API server gives no `Retry-After`; doubles per retry.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between attempts when the API server gives no `Retry-After`.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What to mint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +54,8 @@ pub enum MintError {
         code: u16,
         reason: String,
         message: String,
+        /// When the server said to try again (`Retry-After` or `details.retryAfterSeconds`).
+        retry_after: Option<Duration>,
     },
     /// No answer within the deadline.
     #[error("API server did not answer within {0:?}")]
@@ -96,9 +107,62 @@ impl KubeMinter {
         }
     }
 
+    /// Attempts the call until it succeeds, fails for good, or the deadline is near: a 429, 503
+    /// or 504 is retried (at most [`MAX_ATTEMPTS`] attempts) after the server's `Retry-After`,
+    /// or a short backoff when it names none, but only if that wait leaves time before the
+    /// deadline; otherwise its answer is returned at once.
     async fn call(&self, request: &MintRequest) -> Result<MintedToken, MintError> {
-        let api: Api<ServiceAccount> =
-            Api::namespaced(self.client.clone(), request.service_account.namespace());
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        let mut attempt = 1;
+        loop {
+            let outcome = self.attempt(request, deadline).await;
+            let Err(
+                error @ MintError::Api {
+                    code, retry_after, ..
+                },
+            ) = &outcome
+            else {
+                return outcome;
+            };
+            if !is_retryable(*code) || attempt >= MAX_ATTEMPTS {
+                return outcome;
+            }
+            let wait = retry_after.unwrap_or_else(|| backoff(attempt));
+            if tokio::time::Instant::now() + wait >= deadline {
+                return outcome;
+            }
+            tracing::info!(attempt, ?wait, %error, "retrying the token request");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One TokenRequest, cut off at `deadline`; counted and recorded for readiness.
+    async fn attempt(
+        &self,
+        request: &MintRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<MintedToken, MintError> {
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout_at(deadline, self.send(request)).await {
+            Err(_) => Err(MintError::Timeout(self.deadline)),
+            Ok(outcome) => outcome,
+        };
+        let code = match &outcome {
+            Ok(_) => "201".to_owned(),
+            Err(error) => error.code_label(),
+        };
+        self.metrics
+            .kube_request(&code, started.elapsed().as_secs_f64());
+        self.contact
+            .record(matches!(outcome, Ok(_) | Err(MintError::Api { .. })));
+        outcome
+    }
+
+    /// Sends the TokenRequest through the kube client's raw `send`, which (unlike
+    /// `Api::create_token_request`) keeps the response headers: the API server's 429 is plain
+    /// text whose only retry hint is the `Retry-After` header.
+    async fn send(&self, request: &MintRequest) -> Result<MintedToken, MintError> {
         let body = TokenRequest {
             spec: TokenRequestSpec {
                 audiences: request.audiences.clone(),
@@ -109,13 +173,36 @@ impl KubeMinter {
             },
             ..TokenRequest::default()
         };
-        let params = PostParams::default();
-        let call = api.create_token_request(request.service_account.name(), &params, &body);
-        let response = match tokio::time::timeout(self.deadline, call).await {
-            Err(_) => return Err(MintError::Timeout(self.deadline)),
-            Ok(Err(error)) => return Err(classify(error)),
-            Ok(Ok(response)) => response,
-        };
+        let bytes = serde_json::to_vec(&body).map_err(|e| MintError::Transport(e.to_string()))?;
+        let path = format!(
+            "/api/v1/namespaces/{}/serviceaccounts",
+            request.service_account.namespace()
+        );
+        let http_request = kube::core::Request::new(path)
+            .create_subresource(
+                "token",
+                request.service_account.name(),
+                &PostParams::default(),
+                bytes,
+            )
+            .map_err(|e| MintError::Transport(e.to_string()))?;
+        let response = self
+            .client
+            .send(http_request.map(kube::client::Body::from))
+            .await
+            .map_err(|e| MintError::Transport(e.to_string()))?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = response
+            .into_body()
+            .collect_bytes()
+            .await
+            .map_err(|e| MintError::Transport(e.to_string()))?;
+        if !status.is_success() {
+            return Err(api_error(status.as_u16(), &body, retry_after));
+        }
+        let response: TokenRequest = serde_json::from_slice(&body)
+            .map_err(|e| MintError::Transport(format!("unreadable TokenRequest response: {e}")))?;
         let Some(status) = response.status else {
             return Err(MintError::Transport(
                 "TokenRequest response has no status".into(),
@@ -135,34 +222,69 @@ impl Minter for KubeMinter {
         &'a self,
         request: &'a MintRequest,
     ) -> BoxFuture<'a, Result<MintedToken, MintError>> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let outcome = self.call(request).await;
-            let code = match &outcome {
-                Ok(_) => "201".to_owned(),
-                Err(error) => error.code_label(),
-            };
-            self.metrics
-                .kube_request(&code, started.elapsed().as_secs_f64());
-            self.contact
-                .record(matches!(outcome, Ok(_) | Err(MintError::Api { .. })));
-            outcome
-        })
+        Box::pin(self.call(request))
     }
 }
 
-fn classify(error: kube::Error) -> MintError {
-    match error {
-        kube::Error::Api(status) => MintError::Api {
-            code: status.code,
-            reason: if status.reason.is_empty() {
-                "Unknown".to_owned()
-            } else {
-                status.reason.clone()
-            },
-            message: status.message.clone(),
+/// The API server's signals that a later attempt may succeed: throttled (429), unavailable
+/// (503), or its own request timeout (504). Retrying is safe even if a timed-out attempt did
+/// mint: that token was never returned to anyone, and TokenRequest tokens are not stored.
+fn is_retryable(code: u16) -> bool {
+    matches!(code, 429 | 503 | 504)
+}
+
+/// Wait before retry `attempt` when the server names none: 100 ms, 200 ms, ... at most 1 s.
+fn backoff(attempt: u32) -> Duration {
+    (FIRST_BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1))).min(MAX_BACKOFF)
+}
+
+/// `Retry-After` in whole seconds (the form the API server sends); an HTTP date is ignored.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// An error answer: its Status when the body is one (any JSON object is, as every field is
+/// optional), else the code alone, as kube's own error handling does. A Status's
+/// `details.retryAfterSeconds` stands in for a missing header.
+fn api_error(code: u16, body: &[u8], retry_after: Option<Duration>) -> MintError {
+    let status = serde_json::from_slice::<kube::core::Status>(body).ok();
+    let from_details = status
+        .as_ref()
+        .and_then(|s| s.details.as_ref())
+        .map(|d| d.retry_after_seconds)
+        .filter(|seconds| *seconds > 0)
+        .map(|seconds| Duration::from_secs(u64::from(seconds)));
+    let (reason, message) = match status {
+        Some(status) => (status.reason, status.message),
+        None => (
+            String::new(),
+            String::from_utf8_lossy(body).trim().to_owned(),
+        ),
+    };
+    MintError::Api {
+        code,
+        reason: if reason.is_empty() {
+            default_reason(code).to_owned()
+        } else {
+            reason
         },
-        other => MintError::Transport(other.to_string()),
+        message,
+        retry_after: retry_after.or(from_details),
+    }
+}
+
+/// The reason the API server's filters imply when their body is plain text.
+fn default_reason(code: u16) -> &'static str {
+    match code {
+        429 => "TooManyRequests",
+        _ => "Unknown",
     }
 }
 
@@ -177,4 +299,74 @@ fn token_id(token: &str) -> Option<String> {
     jsonwebtoken::dangerous::insecure_decode_claims::<JtiOnly>(token)
         .ok()?
         .jti
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_text_429_keeps_its_retry_after_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, "1".parse().unwrap());
+        let error = api_error(
+            429,
+            b"Too many requests, please try again later.\n",
+            retry_after(&headers),
+        );
+        let MintError::Api {
+            code,
+            reason,
+            message,
+            retry_after,
+        } = error
+        else {
+            panic!("{error:?}")
+        };
+        assert_eq!((code, reason.as_str()), (429, "TooManyRequests"));
+        assert_eq!(message, "Too many requests, please try again later.");
+        assert_eq!(retry_after, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_status_body_gives_its_reason_and_retry_after_seconds() {
+        let body = br#"{"kind":"Status","status":"Failure","message":"apiserver is shutting down","reason":"ServiceUnavailable","details":{"retryAfterSeconds":3},"code":503}"#;
+        let MintError::Api {
+            reason,
+            retry_after,
+            ..
+        } = api_error(503, body, None)
+        else {
+            panic!()
+        };
+        assert_eq!(reason, "ServiceUnavailable");
+        assert_eq!(retry_after, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn an_http_date_or_garbage_retry_after_is_ignored() {
+        for value in ["Wed, 21 Oct 2015 07:28:00 GMT", "-1", "soon"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::RETRY_AFTER, value.parse().unwrap());
+            assert_eq!(retry_after(&headers), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let waits: Vec<_> = (1..=6).map(backoff).collect();
+        assert_eq!(waits[0], Duration::from_millis(100));
+        assert_eq!(waits[1], Duration::from_millis(200));
+        assert_eq!(waits[5], MAX_BACKOFF);
+    }
+
+    #[test]
+    fn only_throttling_unavailability_and_timeouts_are_retried() {
+        for code in [429, 503, 504] {
+            assert!(is_retryable(code), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422, 500, 502] {
+            assert!(!is_retryable(code), "{code}");
+        }
+    }
 }

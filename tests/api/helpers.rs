@@ -6,7 +6,7 @@ use jsonwebtoken::Algorithm;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use tokenvend::app::{Application, Listen};
+use tokenvend::app::{Application, Listen, ServeOptions};
 use tokenvend::config::Config;
 use tokenvend::dev::apiserver::{ApiServer, ApiServerOptions, RbacRule, SeedUser};
 use tokenvend::dev::issuer::LocalIssuer;
@@ -73,20 +73,37 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts everything with a config template and a hook to adjust the stand-in before it starts.
 pub async fn spawn_app_with(template: &str, adjust: impl FnOnce(&mut ApiServerOptions)) -> TestApp {
-    spawn(template, adjust, None).await
+    spawn(template, adjust, ServeOptions::default(), None).await
+}
+
+/// Starts everything with a config template, a hook for the stand-in, and serve options
+/// (limits, TLS, grace period).
+pub async fn spawn_app_serving(
+    template: &str,
+    adjust: impl FnOnce(&mut ApiServerOptions),
+    serve_options: ServeOptions,
+) -> TestApp {
+    spawn(template, adjust, serve_options, None).await
 }
 
 /// Starts everything from a config file written from `template` into `dir`, reloaded when it
 /// changes (checked every 100 ms) and on SIGHUP. Returns the app and the file's path.
 pub async fn spawn_app_watching(template: &str, dir: &Path) -> (TestApp, std::path::PathBuf) {
     let path = dir.join("config.yaml");
-    let app = spawn(template, |_| {}, Some(path.clone())).await;
+    let app = spawn(
+        template,
+        |_| {},
+        ServeOptions::default(),
+        Some(path.clone()),
+    )
+    .await;
     (app, path)
 }
 
 async fn spawn(
     template: &str,
     adjust: impl FnOnce(&mut ApiServerOptions),
+    serve_options: ServeOptions,
     watch: Option<std::path::PathBuf>,
 ) -> TestApp {
     tokenvend::crypto::install_providers().unwrap();
@@ -119,13 +136,19 @@ async fn spawn(
     let reviewer_config = kube_config_for(&apiserver, REVIEWER_TOKEN, Duration::from_secs(10))
         .await
         .unwrap();
-    let app = Application::build(
+    let scheme = if serve_options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let app = Application::build_with(
         config,
         Listen {
             public: loopback(),
             admin: loopback(),
         },
         kube_config,
+        serve_options,
     )
     .await
     .unwrap();
@@ -133,7 +156,7 @@ async fn spawn(
         Some(path) => app.watch_config(path, Duration::from_millis(100)),
         None => app,
     };
-    let address = format!("http://{}", app.public_addr());
+    let address = format!("{scheme}://{}", app.public_addr());
     let admin_address = format!("http://{}", app.admin_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until(async move {

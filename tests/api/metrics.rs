@@ -3,7 +3,7 @@ use serde_json::json;
 use crate::helpers::{spawn_app, webapp_claims};
 
 /// The value of one sample line, e.g. `tokenvend_requests_total{endpoint="token",outcome="issued"}`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|line| {
         line.strip_prefix(series)?
             .strip_prefix(' ')?

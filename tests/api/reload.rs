@@ -53,13 +53,16 @@ async fn a_reload_swaps_policies_while_requests_are_in_flight_without_failing_an
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let load: Vec<_> = (0..4)
-        .map(|_| {
+        .map(|worker| {
             let app = std::sync::Arc::clone(&app);
             let stopped = stopped.clone();
             tokio::spawn(async move {
-                let token = app.id_token(webapp_claims());
                 let mut statuses = Vec::new();
                 while !*stopped.borrow() {
+                    // A subject per request, so that the per-identity rate limit stays out of it.
+                    let mut claims = webapp_claims();
+                    claims["sub"] = json!(format!("load-{worker}-{}", statuses.len()));
+                    let token = app.id_token(claims);
                     statuses.push(app.post_token(&token, None).await.status().as_u16());
                 }
                 statuses

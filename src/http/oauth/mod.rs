@@ -27,7 +27,6 @@ const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// The scope prefix that selects a service account: `serviceaccount:NAMESPACE/NAME`.
 const SERVICE_ACCOUNT_SCOPE: &str = "serviceaccount:";
-const RETRY_AFTER_SECS: &str = "5";
 
 /// A token-endpoint failure, as RFC 6749 §5.2 names it.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +200,14 @@ impl OAuthError {
                 (ApiError::Upstream(MintError::Timeout(_)), _) => {
                     (StatusCode::GATEWAY_TIMEOUT, "temporarily_unavailable")
                 }
+                (ApiError::RateLimited(_), _) => {
+                    (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable")
+                }
+                (error @ ApiError::Upstream(_), _)
+                    if error.status() == StatusCode::SERVICE_UNAVAILABLE =>
+                {
+                    (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+                }
                 (ApiError::Upstream(_), _) => (StatusCode::BAD_GATEWAY, "server_error"),
                 _ => (bad, "invalid_request"),
             },
@@ -213,11 +220,14 @@ impl IntoResponse for OAuthError {
         let (status, code) = self.status_and_code();
         let mut response = status.into_response();
         no_store(response.headers_mut());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        let retry_after = match &self {
+            Self::Exchange { error, .. } => error.retry_after(),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         // The request-context middleware renders `{error, error_description, request_id}`:
         // RFC 6749's two members plus the request id.
