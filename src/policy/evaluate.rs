@@ -467,6 +467,54 @@ mod tests {
     }
 
     #[test]
+    fn conditions_and_templates_decide_in_file_order() {
+        let policies = set(json!([
+            {"name": "protected", "issuer": "ci", "match": {"owner": "acme"},
+             "condition": "claims.ref_protected == \"true\"",
+             "grant": {"serviceAccounts": ["ci-${claims.project}/deployer"]}},
+            {"name": "any", "issuer": "ci", "match": {"owner": "acme"},
+             "grant": {"serviceAccounts": ["ci-${claims.project}/reader"]}},
+        ]));
+        let protected =
+            claims(json!({"owner": "acme", "project": "shop", "ref_protected": "true"}));
+        let deploy = Request::new(Some(sa("ci-shop/deployer")), None, None).unwrap();
+        assert_eq!(
+            policies.evaluate("ci", &protected, &deploy).unwrap().policy,
+            "protected"
+        );
+        let unprotected =
+            claims(json!({"owner": "acme", "project": "shop", "ref_protected": "false"}));
+        assert_eq!(
+            policies.evaluate("ci", &unprotected, &deploy),
+            Err(Denial::ServiceAccountNotGranted(sa("ci-shop/deployer")))
+        );
+        let reader = policies
+            .evaluate("ci", &unprotected, &Request::default())
+            .unwrap();
+        assert_eq!(
+            (reader.policy.as_str(), reader.service_account.to_string()),
+            ("any", "ci-shop/reader".to_owned())
+        );
+        // Another project's account is never granted, and a claim that renders an invalid
+        // name grants nothing at all.
+        let other = Request::new(Some(sa("ci-billing/reader")), None, None).unwrap();
+        assert!(policies.evaluate("ci", &unprotected, &other).is_err());
+        let hostile =
+            claims(json!({"owner": "acme", "project": "Shop/../x", "ref_protected": "true"}));
+        assert_eq!(
+            policies.evaluate("ci", &hostile, &Request::default()),
+            Err(Denial::NoPolicyMatched)
+        );
+        let (_, trace) = policies.explain("ci", &hostile, &Request::default());
+        assert!(
+            trace
+                .iter()
+                .any(|line| line.contains("rendered name is invalid")),
+            "{trace:?}"
+        );
+    }
+
+    #[test]
     fn requests_no_policy_could_honour_are_refused_up_front() {
         assert_eq!(
             Request::new(None, None, Some(599)),

@@ -162,13 +162,13 @@ fn compile_operator(object: &Map<String, Value>) -> Result<Matcher, String> {
     }
 }
 
-/// `*` → any run of characters except `/` and `:` (so a glob never crosses a path or field
-/// boundary); everything else literal.
+/// `*` → any run of characters except `/`, `:` and control characters (so a glob never
+/// crosses a path or field boundary); everything else literal.
 fn glob_to_regex(glob: &str) -> String {
     glob.split('*')
         .map(regex::escape)
         .collect::<Vec<_>>()
-        .join("[^/:]*")
+        .join(r"[^/:\p{Cc}]*")
 }
 
 /// Compiles `pattern` so that it must match the whole claim: `^(?:pattern)$`.
@@ -191,6 +191,8 @@ mod tests {
     fn claims() -> Map<String, Value> {
         let Value::Object(map) = json!({
             "ref": "refs/heads/main",
+            "job_workflow_ref": "acme/pipelines/.github/workflows/deploy.yml@refs/heads/main",
+            "sub": "repo:acme/app:ref:refs/heads/main",
             "repository_id": "123456",
             "run_attempt": 2,
             "ref_protected": true,
@@ -228,6 +230,69 @@ mod tests {
             ("/nested/list", json!("y"), true),
             ("/nested/absent", json!("y"), false),
             ("/a~1b", json!("slash"), true),
+            // glob: `*` never crosses `/` or `:`, everything else is literal.
+            (
+                "job_workflow_ref",
+                json!({"glob": "acme/pipelines/.github/workflows/deploy.yml@refs/heads/*"}),
+                true,
+            ),
+            (
+                "job_workflow_ref",
+                json!({"glob": "acme/*/.github/workflows/deploy.yml@refs/heads/*"}),
+                true,
+            ),
+            (
+                "job_workflow_ref",
+                json!({"glob": "acme/pipelines/.github/workflows/deploy.yml@*"}),
+                false,
+            ),
+            ("job_workflow_ref", json!({"glob": "acme/*"}), false),
+            ("job_workflow_ref", json!({"glob": "*"}), false),
+            (
+                "sub",
+                json!({"glob": "repo:acme/*:ref:refs/heads/main"}),
+                true,
+            ),
+            (
+                "sub",
+                json!({"glob": "repo:acme/app:ref:refs/heads/*"}),
+                true,
+            ),
+            ("sub", json!({"glob": "repo:*:ref:refs/heads/main"}), false),
+            ("sub", json!({"glob": "repo:acme*"}), false),
+            (
+                "sub",
+                json!({"glob": "repo:acme/app:ref:refs/*/main"}),
+                true,
+            ),
+            (
+                "sub",
+                json!({"glob": "repo:acme/ap?:ref:refs/heads/main"}),
+                false,
+            ),
+            (
+                "sub",
+                json!({"glob": "repo:acme/app:ref:refs/heads/mai[n]"}),
+                false,
+            ),
+            ("ref", json!({"glob": "refs/heads/*"}), true),
+            ("ref", json!({"glob": "refs/heads/m*"}), true),
+            ("ref", json!({"glob": "REFS/heads/*"}), false),
+            ("ref", json!({"glob": "refs/heads/main*"}), true),
+            ("run_attempt", json!({"glob": "*"}), false),
+            // regex: anchored at both ends, whatever the pattern says.
+            (
+                "ref",
+                json!({"regex": "refs/heads/(main|release-.*)"}),
+                true,
+            ),
+            ("ref", json!({"regex": "refs/heads"}), false),
+            ("ref", json!({"regex": "heads/main"}), false),
+            ("ref", json!({"regex": "refs/heads/main|evil"}), true),
+            ("ref", json!({"regex": "evil|refs/heads/main"}), true),
+            ("ref", json!({"regex": ".*"}), true),
+            ("run_attempt", json!({"regex": "2"}), false),
+            ("groups", json!({"regex": "op."}), true),
         ];
         for (key, raw, expected) in rows {
             let matcher = Matcher::compile(raw).unwrap();
@@ -236,6 +301,33 @@ mod tests {
                 .lookup(&claims)
                 .is_some_and(|value| matcher.holds(value));
             assert_eq!(holds, *expected, "{key} {raw}");
+        }
+    }
+
+    #[test]
+    fn claim_values_that_look_like_patterns_are_data() {
+        let hostile = [
+            "acme/*",
+            "acme/app\u{0}",
+            "acme/app\n",
+            "acme/app/x",
+            "acme:app",
+            "ACME/app",
+            "acme/\u{0430}pp",
+            ".*",
+        ];
+        for (matcher, pattern) in [
+            ("glob", "acme/app"),
+            ("regex", "acme/app"),
+            ("glob", "acme/a*"),
+        ] {
+            let compiled = Matcher::compile(&json!({ matcher: pattern })).unwrap();
+            for value in hostile {
+                assert!(
+                    !compiled.holds(&json!(value)),
+                    "{matcher} {pattern} held for {value:?}"
+                );
+            }
         }
     }
 
