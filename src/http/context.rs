@@ -72,6 +72,17 @@ fn is_acceptable_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+impl RequestContext {
+    /// An audit record for this request, to fill in as it is decided.
+    pub fn audit_record(&self) -> crate::audit::AuditRecord {
+        crate::audit::AuditRecord::new(
+            &self.request_id,
+            self.client_ip.clone(),
+            self.user_agent.as_deref(),
+        )
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     type Rejection = std::convert::Infallible;
 

@@ -55,9 +55,9 @@ struct TokenResponse<'a> {
 }
 
 #[derive(Debug, Serialize)]
-struct ServiceAccountName<'a> {
-    namespace: &'a str,
-    name: &'a str,
+pub(super) struct ServiceAccountName<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
 }
 
 /// A `client.authentication.k8s.io/v1` ExecCredential carrying a bearer token: what a kubectl

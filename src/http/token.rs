@@ -14,7 +14,7 @@ use super::AppState;
 use super::context::RequestContext;
 use super::error::ApiError;
 use super::extract::bearer_token;
-use super::format::{Format, Issued, render};
+use super::format::{Format, Issued, ServiceAccountName, render};
 use crate::audit::{AuditRecord, Outcome, sha256_hex};
 use crate::k8s::{MintRequest, MintedToken};
 use crate::limits::RetryAfter;
@@ -57,12 +57,6 @@ struct DryRunResponse<'a> {
     requested_expiration_seconds: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
-struct ServiceAccountName<'a> {
-    namespace: &'a str,
-    name: &'a str,
-}
-
 pub async fn issue(
     State(app): State<AppState>,
     context: RequestContext,
@@ -71,11 +65,7 @@ pub async fn issue(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let mut audit = AuditRecord::new(
-        &context.request_id,
-        context.client_ip.clone(),
-        context.user_agent.as_deref(),
-    );
+    let mut audit = context.audit_record();
     let result = async {
         // The credential is read first: a token in the query string is refused before anything else.
         let credential = bearer_token(&headers, uri.query())?;

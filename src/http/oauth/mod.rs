@@ -19,7 +19,6 @@ use super::context::RequestContext;
 use super::error::{ApiError, PendingErrorBody};
 use super::format::{Issued, reduction_warning};
 use super::token::{exchange_request, record};
-use crate::audit::AuditRecord;
 use crate::k8s::MintError;
 use form::{ExchangeForm, parse_form};
 
@@ -66,11 +65,7 @@ pub async fn exchange(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let mut audit = AuditRecord::new(
-        &context.request_id,
-        context.client_ip.clone(),
-        context.user_agent.as_deref(),
-    );
+    let mut audit = context.audit_record();
     let result = async {
         let form = read_form(&uri, &headers, body)?;
         exchange_request(
