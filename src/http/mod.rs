@@ -3,6 +3,7 @@
 
 mod context;
 mod error;
+mod exchange;
 mod extract;
 mod format;
 mod grants;

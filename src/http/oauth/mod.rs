@@ -17,8 +17,8 @@ use serde::Serialize;
 use super::AppState;
 use super::context::RequestContext;
 use super::error::{ApiError, PendingErrorBody};
+use super::exchange::{exchange_request, record};
 use super::format::{Issued, reduction_warning};
-use super::token::{exchange_request, record};
 use crate::k8s::MintError;
 use form::{ExchangeForm, parse_form};
 
