@@ -5,6 +5,14 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use tokenvend::oidc::{UnverifiedToken, has_token_shape};
 
+/// `PROPTEST_CASES` from the environment, else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn token_like() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
@@ -31,7 +39,8 @@ fn token_like() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+    // 4,000 cases in the normal suite; PROPTEST_CASES=N runs a longer fuzz session.
+    #![proptest_config(ProptestConfig { cases: cases(4000), ..ProptestConfig::default() })]
 
     #[test]
     fn the_pre_parser_never_panics_and_accepts_only_well_shaped_tokens(raw in token_like()) {
@@ -49,7 +58,7 @@ proptest! {
 async fn the_http_gate_answers_arbitrary_credentials_with_documented_statuses() {
     let (_alpha, _beta, service) = crate::harness::setup().await;
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 300,
+        cases: cases(300),
         ..ProptestConfig::default()
     });
     let inputs = (
@@ -59,7 +68,8 @@ async fn the_http_gate_answers_arbitrary_credentials_with_documented_statuses() 
         ],
         "[a-z_]{0,12}(=[A-Za-z0-9.]{0,20})?",
     );
-    let cases: Vec<(String, String)> = (0..300)
+    let inputs_count = cases(300);
+    let cases: Vec<(String, String)> = (0..inputs_count)
         .map(|_| inputs.new_tree(&mut runner).unwrap().current())
         .collect();
     for (authorization, query) in cases {
