@@ -2,8 +2,8 @@
 --   TOKENS=FILE      POST with "Authorization: Bearer <token>", cycling through FILE's lines
 --                    (tokenvend); otherwise the request set up by wrk's -H/-s defaults plus
 --                    BODY_FILE and BEARER (the stand-in's TokenRequest).
---   DELAY_MS=N       pause N ms on each connection between a response and the next request
---                    (a paced load instead of a saturating one).
+--   DELAY_MS=N       pause on each connection between a response and the next request, N ms
+--                    on average (a paced load instead of a saturating one).
 -- At the end it prints one line: RESULT key=value ...
 
 wrk.method = "POST"
@@ -30,6 +30,10 @@ if bearer and bearer ~= "" then
 end
 
 local next_token = 0
+function setup(thread)
+  math.randomseed(os.time())
+end
+
 function init(args)
   -- Threads start at different tokens (each thread has its own Lua state).
   next_token = math.random(#tokens > 0 and #tokens or 1) - 1
@@ -42,9 +46,11 @@ if #tokens > 0 then
   end
 end
 
+-- Exponentially distributed pauses (mean DELAY_MS): arrivals that are not synchronised across
+-- connections, as from many independent pipelines. wrk truncates to whole milliseconds.
 local delay_ms = tonumber(os.getenv("DELAY_MS") or "0")
 if delay_ms > 0 then
-  delay = function() return delay_ms end
+  delay = function() return -delay_ms * math.log(1 - math.random()) + 0.5 end
 end
 
 function done(summary, latency, requests)

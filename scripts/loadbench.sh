@@ -15,7 +15,8 @@
 #
 # Knobs (environment): CONNECTIONS (32), DURATION (15), TOKENS (2000), PIN (1: the stand-in on
 # CPU 1, tokenvend and wrk on CPU 0, as if they ran on separate machines; 0: no pinning),
-# RESULTS (file for the summary; default: the run directory).
+# RESULTS (file for the summary; default: the run directory), TOKENVEND_BIN (another tokenvend
+# binary to measure, e.g. an older build, instead of this tree's release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,7 +61,7 @@ for _ in $(seq 600); do [[ -e $run/ready ]] && break; sleep 0.1; done
 source "$run/env.sh"
 
 echo "== tokenvend serve" >&2
-KUBECONFIG=$run/kubeconfig "${on_service[@]}" "$target/tokenvend" serve \
+KUBECONFIG=$run/kubeconfig "${on_service[@]}" "${TOKENVEND_BIN:-$target/tokenvend}" serve \
     --config "$run/config.yaml" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --log-format json >"$run/audit.log" 2>"$run/tokenvend.log" &
 TOKENVEND_PID=$!
@@ -119,9 +120,10 @@ sat_ticks=$(( $(cpu_ticks "$TOKENVEND_PID") - before ))
 sat_issued=$(( $(metric 'tokenvend_tokens_issued_total') - issued_before ))
 
 half_rate=$(( sat_direct_rps / 2 ))
-# Each connection waits between requests so that all of them together ask for half_rate/s.
-delay_ms=$(awk -v c="$CONNECTIONS" -v r="$half_rate" -v l="$sat_direct_p50_ms" \
-    'BEGIN { d = c * 1000 / r - l / 2; print (d < 1 ? 1 : int(d + 0.5)) }')
+# Each connection pauses between requests so that all of them together ask for about
+# half_rate/s: a cycle of C/half_rate seconds, less about two service times of latency.
+delay_ms=$(awk -v c="$CONNECTIONS" -v r="$half_rate" -v s="$sat_direct_rps" \
+    'BEGIN { d = c * 1000 / r - 2 * 1000 / s; print (d < 1 ? 1 : d) }')
 echo "== paced: about $half_rate/s (half of direct saturation), ${DURATION}s each" >&2
 wrk_run half_direct "$DIRECT_URL" "$CONNECTIONS" "$DURATION" "${direct[@]}" DELAY_MS="$delay_ms"
 issued_before=$(metric 'tokenvend_tokens_issued_total')

@@ -73,12 +73,21 @@ pub trait Minter: Send + Sync {
     ) -> BoxFuture<'a, Result<MintedToken, MintError>>;
 }
 
+/// TokenRequests in flight at once; further requests wait their turn within their deadline.
+/// kube's client speaks HTTP/1.1, so every request in flight holds its own TLS connection to
+/// the API server (and its buffers here): without a bound, a burst of callers becomes a burst
+/// of connections and handshakes. kube-apiserver itself serves 200 mutating requests at once by
+/// default (`--max-mutating-requests-inflight`), and 128 in flight keep it busy even at tens of
+/// milliseconds per TokenRequest.
+pub const MAX_TOKEN_REQUESTS_IN_FLIGHT: usize = 128;
+
 /// Mints through the real `kube` client.
 pub struct KubeMinter {
     client: kube::Client,
     deadline: Duration,
     metrics: Arc<Metrics>,
     contact: Arc<ApiContact>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl KubeMinter {
@@ -93,10 +102,16 @@ impl KubeMinter {
             deadline,
             metrics,
             contact,
+            in_flight: tokio::sync::Semaphore::new(MAX_TOKEN_REQUESTS_IN_FLIGHT),
         }
     }
 
-    async fn call(&self, request: &MintRequest) -> Result<MintedToken, MintError> {
+    /// One TokenRequest, answered within `deadline`.
+    async fn call(
+        &self,
+        request: &MintRequest,
+        deadline: Duration,
+    ) -> Result<MintedToken, MintError> {
         let api: Api<ServiceAccount> =
             Api::namespaced(self.client.clone(), request.service_account.namespace());
         let body = TokenRequest {
@@ -111,7 +126,7 @@ impl KubeMinter {
         };
         let params = PostParams::default();
         let call = api.create_token_request(request.service_account.name(), &params, &body);
-        let response = match tokio::time::timeout(self.deadline, call).await {
+        let response = match tokio::time::timeout(deadline, call).await {
             Err(_) => return Err(MintError::Timeout(self.deadline)),
             Ok(Err(error)) => return Err(classify(error)),
             Ok(Ok(response)) => response,
@@ -136,8 +151,20 @@ impl Minter for KubeMinter {
         request: &'a MintRequest,
     ) -> BoxFuture<'a, Result<MintedToken, MintError>> {
         Box::pin(async move {
+            let queued = Instant::now();
+            // The wait for a slot counts against the deadline; it says nothing about the API
+            // server, so it is neither measured nor recorded as contact.
+            let Ok(Ok(_slot)) = tokio::time::timeout(self.deadline, self.in_flight.acquire()).await
+            else {
+                tracing::warn!(
+                    limit = MAX_TOKEN_REQUESTS_IN_FLIGHT,
+                    "no TokenRequest slot free within the deadline"
+                );
+                return Err(MintError::Timeout(self.deadline));
+            };
             let started = Instant::now();
-            let outcome = self.call(request).await;
+            let remaining = self.deadline.saturating_sub(queued.elapsed());
+            let outcome = self.call(request, remaining).await;
             let code = match &outcome {
                 Ok(_) => "201".to_owned(),
                 Err(error) => error.code_label(),
