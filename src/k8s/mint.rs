@@ -84,12 +84,21 @@ pub trait Minter: Send + Sync {
     ) -> BoxFuture<'a, Result<MintedToken, MintError>>;
 }
 
+/// TokenRequests in flight at once; further requests wait their turn within their deadline.
+/// kube's client speaks HTTP/1.1, so every request in flight holds its own TLS connection to
+/// the API server (and its buffers here): without a bound, a burst of callers becomes a burst
+/// of connections and handshakes. kube-apiserver itself serves 200 mutating requests at once by
+/// default (`--max-mutating-requests-inflight`), and 128 in flight keep it busy even at tens of
+/// milliseconds per TokenRequest.
+pub const MAX_TOKEN_REQUESTS_IN_FLIGHT: usize = 128;
+
 /// Mints through the real `kube` client.
 pub struct KubeMinter {
     client: kube::Client,
     deadline: Duration,
     metrics: Arc<Metrics>,
     contact: Arc<ApiContact>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl KubeMinter {
@@ -104,6 +113,7 @@ impl KubeMinter {
             deadline,
             metrics,
             contact,
+            in_flight: tokio::sync::Semaphore::new(MAX_TOKEN_REQUESTS_IN_FLIGHT),
         }
     }
 
@@ -111,8 +121,11 @@ impl KubeMinter {
     /// or 504 is retried (at most [`MAX_ATTEMPTS`] attempts) after the server's `Retry-After`,
     /// or a short backoff when it names none, but only if that wait leaves time before the
     /// deadline; otherwise its answer is returned at once.
-    async fn call(&self, request: &MintRequest) -> Result<MintedToken, MintError> {
-        let deadline = tokio::time::Instant::now() + self.deadline;
+    async fn call(
+        &self,
+        request: &MintRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<MintedToken, MintError> {
         let mut attempt = 1;
         loop {
             let outcome = self.attempt(request, deadline).await;
@@ -222,7 +235,20 @@ impl Minter for KubeMinter {
         &'a self,
         request: &'a MintRequest,
     ) -> BoxFuture<'a, Result<MintedToken, MintError>> {
-        Box::pin(self.call(request))
+        Box::pin(async move {
+            // One deadline for the whole call, including the wait for a slot; the wait says
+            // nothing about the API server, so it is neither measured nor recorded as contact.
+            let deadline = tokio::time::Instant::now() + self.deadline;
+            let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, self.in_flight.acquire()).await
+            else {
+                tracing::warn!(
+                    limit = MAX_TOKEN_REQUESTS_IN_FLIGHT,
+                    "no TokenRequest slot free within the deadline"
+                );
+                return Err(MintError::Timeout(self.deadline));
+            };
+            self.call(request, deadline).await
+        })
     }
 }
 

@@ -1,0 +1,233 @@
+//! The load harness's helper (driven by `scripts/loadbench.sh`), in two roles:
+//!
+//! - `loadbench env DIR`: starts the local OIDC issuer and the Kubernetes API stand-in on
+//!   127.0.0.1, writes what tokenvend and the load generator need into `DIR` (config,
+//!   kubeconfig, pre-minted ID tokens, the direct TokenRequest), then serves until it is
+//!   stopped or `--max-seconds` pass. tokenvend itself runs as its own process, so that its
+//!   CPU time can be read from `/proc` apart from the stand-in's.
+//! - `loadbench burst URL TOKENS`: sends one request per token, all at once, and prints how
+//!   many got each status.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use jsonwebtoken::Algorithm;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use serde_json::{Value, json};
+use tokenvend::config::Config;
+use tokenvend::dev::apiserver::ApiServer;
+use tokenvend::dev::issuer::LocalIssuer;
+use tokenvend::dev::keys::SigningKey;
+use tokenvend::dev::session::stand_in_options;
+
+/// tokenvend's credential for the stand-in.
+const SERVICE_TOKEN: &str = "loadbench-service-token";
+/// The service account the policy grants; the direct TokenRequest asks for the same one.
+const NAMESPACE: &str = "bench";
+const SERVICE_ACCOUNT: &str = "deployer";
+/// What tokenvend asks for (the policy's default TTL), so both paths mint the same token.
+const EXPIRATION_SECONDS: i64 = 900;
+/// ID token lifetime: longer than any run, within the issuer's `maxTokenLifetime`.
+const ID_TOKEN_LIFETIME: u64 = 3000;
+
+/// The config tokenvend serves; `{issuer}` is the local issuer's URL. Replay protection is
+/// off so that the pre-minted tokens can be cycled through for the whole run.
+const CONFIG: &str = r#"
+kubernetes:
+  requestTimeout: 10s
+issuers:
+  - name: bench
+    url: "{issuer}"
+    audiences: [tokenvend]
+    algorithms: [RS256]
+    maxTokenLifetime: 1h
+    replayProtection: false
+policies:
+  - name: bench-deployer
+    issuer: bench
+    match:
+      repository: acme/webapp
+      ref: refs/heads/main
+    grant:
+      serviceAccounts: [bench/deployer]
+      ttl: 15m
+      maxTtl: 1h
+"#;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the issuer and the stand-in and write the run's files into DIR.
+    Env {
+        dir: PathBuf,
+        /// Distinct ID tokens to pre-mint (RS256, cycled through by the load generator).
+        #[arg(long, default_value_t = 2000)]
+        tokens: usize,
+        /// Tokens signed by a key the issuer does not publish, all with the same `kid`.
+        #[arg(long, default_value_t = 1000)]
+        unknown_kid_tokens: usize,
+        /// Stop by itself after this long, whatever happens.
+        #[arg(long, default_value_t = 900)]
+        max_seconds: u64,
+    },
+    /// POST one request per line of TOKENS to URL, all concurrently; print the status counts.
+    Burst { url: String, tokens: PathBuf },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Env {
+            dir,
+            tokens,
+            unknown_kid_tokens,
+            max_seconds,
+        } => env(&dir, tokens, unknown_kid_tokens, max_seconds).await,
+        Command::Burst { url, tokens } => burst(&url, &tokens).await,
+    }
+}
+
+async fn env(dir: &Path, tokens: usize, unknown: usize, max_seconds: u64) -> anyhow::Result<()> {
+    tokenvend::crypto::install_providers()?;
+    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+    let issuer = LocalIssuer::start(loopback).await?;
+    let config_text = CONFIG.replace("{issuer}", issuer.url());
+    let config = Config::parse(&config_text, Path::new("loadbench.yaml"))?;
+    let apiserver = ApiServer::start(loopback, stand_in_options(&config, SERVICE_TOKEN)).await?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write("config.yaml", &config_text)?;
+    write("kubeconfig", &apiserver.kubeconfig(SERVICE_TOKEN))?;
+    write(
+        "tokens.txt",
+        &mint_lines(tokens, |c| issuer.mint(Algorithm::RS256, c))?,
+    )?;
+    let stranger = SigningKey::generate(Algorithm::RS256)?;
+    let unknown_kid = mint_lines(unknown, |mut claims| {
+        claims["iss"] = json!(issuer.url());
+        stranger.sign(Some("JWT"), &claims)
+    })?;
+    write("unknown-kid-tokens.txt", &unknown_kid)?;
+    write("token-request.json", &token_request_body()?)?;
+    write(
+        "env.sh",
+        &format!(
+            "STANDIN_PID={pid}\nAPISERVER_URL={api}\nTOKEN_REQUEST_PATH=/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{SERVICE_ACCOUNT}/token\nSERVICE_TOKEN={SERVICE_TOKEN}\nISSUER_URL={iss}\n",
+            pid = std::process::id(),
+            api = apiserver.url(),
+            iss = issuer.url(),
+        ),
+    )?;
+    write("ready", "")?;
+    eprintln!(
+        "loadbench: issuer {} and API stand-in {} ready",
+        issuer.url(),
+        apiserver.url()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(max_seconds), stopped()).await;
+    apiserver.shutdown().await;
+    issuer.shutdown().await;
+    Ok(())
+}
+
+/// `count` ID tokens of the policy's identity, each with its own `jti`, one per line.
+fn mint_lines(
+    count: usize,
+    mut mint: impl FnMut(Value) -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut lines = String::new();
+    for n in 0..count {
+        let claims = json!({
+            "sub": "repo:acme/webapp:ref:refs/heads/main",
+            "aud": "tokenvend",
+            "iat": now,
+            "nbf": now,
+            "exp": now + ID_TOKEN_LIFETIME,
+            "jti": format!("loadbench-{n}-{}", uuid::Uuid::new_v4()),
+            "repository": "acme/webapp",
+            "repository_id": "123456",
+            "repository_owner": "acme",
+            "ref": "refs/heads/main",
+            "ref_type": "branch",
+            "workflow": "deploy",
+            "event_name": "push",
+            "runner_environment": "github-hosted",
+        });
+        lines.push_str(&mint(claims)?);
+        lines.push('\n');
+    }
+    Ok(lines)
+}
+
+/// The TokenRequest body tokenvend's kube client sends for the policy's grant.
+fn token_request_body() -> anyhow::Result<String> {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(EXPIRATION_SECONDS),
+            bound_object_ref: None,
+        },
+        ..TokenRequest::default()
+    };
+    Ok(serde_json::to_string(&request)?)
+}
+
+async fn stopped() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
+}
+
+async fn burst(url: &str, tokens: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(tokens)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let start = tokio::sync::Barrier::new(text.lines().count());
+    let start = std::sync::Arc::new(start);
+    let requests: Vec<_> = text
+        .lines()
+        .map(|token| {
+            let request = client.post(url).bearer_auth(token);
+            let start = std::sync::Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                request.send().await.map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    for request in requests {
+        let status = match request.await? {
+            Ok(code) => code.to_string(),
+            Err(_) => "error".to_owned(),
+        };
+        *statuses.entry(status).or_default() += 1;
+    }
+    let summary: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}={n}")).collect();
+    println!("{}", summary.join(" "));
+    Ok(())
+}

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Load harness (issue #8): tokenvend end to end vs the API server's TokenRequest directly, at
+# the same concurrency, in one run. Loopback only; every phase is bounded in time.
+#
+#   scripts/loadbench.sh            # release build, then the run (about 2 minutes)
+#
+# It starts the local OIDC issuer and the Kubernetes API stand-in (one process, the
+# `loadbench` example) and tokenvend (`tokenvend serve`, its own process, release build),
+# pre-mints ID tokens, and drives both paths with wrk (`apt-get install wrk`):
+#   1. saturation: CONNECTIONS connections for DURATION seconds, direct then end to end;
+#   2. paced at half of the direct saturation rate, same connections, both paths;
+#   3. 500 connections against tokenvend (peak RSS);
+#   4. 1,000 concurrent requests whose tokens carry one unknown `kid` (JWKS fetches).
+# tokenvend's CPU time comes from /proc/PID/stat (utime + stime) around each measured window.
+#
+# Knobs (environment): CONNECTIONS (32), DURATION (15), TOKENS (2000), PIN (1: the stand-in on
+# CPU 1, tokenvend and wrk on CPU 0, as if they ran on separate machines; 0: no pinning),
+# RESULTS (file for the summary; default: the run directory), TOKENVEND_BIN (another tokenvend
+# binary to measure, e.g. an older build, instead of this tree's release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONNECTIONS=${CONNECTIONS:-32}
+DURATION=${DURATION:-15}
+TOKENS=${TOKENS:-2000}
+PIN=${PIN:-1}
+WIDE_CONNECTIONS=500
+BURST=1000
+
+command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+echo "== build (release)" >&2
+cargo build --release --locked --quiet --bin tokenvend --example loadbench
+target=${CARGO_TARGET_DIR:-target}/release
+run=$(mktemp -d "${TMPDIR:-/tmp}/loadbench.XXXXXX")
+RESULTS=${RESULTS:-$run/results.txt}
+
+if [[ $PIN == 1 && $(nproc) -ge 2 ]]; then
+    on_standin=(taskset -c 1)
+    on_service=(taskset -c 0)
+else
+    on_standin=()
+    on_service=()
+fi
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+echo "== issuer and API stand-in (pre-minting $TOKENS ID tokens)" >&2
+"${on_standin[@]}" "$target/examples/loadbench" env "$run" --tokens "$TOKENS" \
+    --unknown-kid-tokens "$BURST" --max-seconds 900 2>"$run/standin.log" &
+pids+=($!)
+for _ in $(seq 600); do [[ -e $run/ready ]] && break; sleep 0.1; done
+[[ -e $run/ready ]] || { echo "the stand-in did not start; see $run/standin.log" >&2; exit 1; }
+# shellcheck source=/dev/null
+source "$run/env.sh"
+
+echo "== tokenvend serve" >&2
+KUBECONFIG=$run/kubeconfig "${on_service[@]}" "${TOKENVEND_BIN:-$target/tokenvend}" serve \
+    --config "$run/config.yaml" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    --log-format json >"$run/audit.log" 2>"$run/tokenvend.log" &
+TOKENVEND_PID=$!
+pids+=("$TOKENVEND_PID")
+started=$SECONDS
+for _ in $(seq 300); do grep -q '"tokenvend serving"' "$run/tokenvend.log" 2>/dev/null && break; sleep 0.1; done
+PUBLIC=$(grep -o '"public":"[^"]*"' "$run/tokenvend.log" | head -1 | cut -d'"' -f4)
+ADMIN=$(grep -o '"admin":"[^"]*"' "$run/tokenvend.log" | head -1 | cut -d'"' -f4)
+[[ -n $PUBLIC ]] || { echo "tokenvend did not start; see $run/tokenvend.log" >&2; exit 1; }
+curl -sf "http://$PUBLIC/readyz" >/dev/null || { echo "tokenvend is not ready" >&2; exit 1; }
+
+TOKENVEND_URL="http://$PUBLIC/v1/token"
+DIRECT_URL="$APISERVER_URL$TOKEN_REQUEST_PATH"
+CLK_TCK=$(getconf CLK_TCK)
+
+# utime + stime of a process, in clock ticks.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# A field of /proc/PID/status in kB.
+status_kb() { awk -v key="$2:" '$1 == key {print $2}' "/proc/$1/status"; }
+# A counter from tokenvend's metrics, summed over the lines matching $1.
+metric() { curl -sf "http://$ADMIN/metrics" | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
+
+# wrk NAME URL CONNECTIONS SECONDS [VAR=VALUE...]: runs wrk, and sets NAME_rps, NAME_p50_ms,
+# NAME_p99_ms, NAME_requests, NAME_failed (non-2xx plus socket errors).
+wrk_run() {
+    local name=$1 url=$2 connections=$3 seconds=$4
+    shift 4
+    env "$@" "${on_service[@]}" wrk -t 1 -c "$connections" -d "${seconds}s" --timeout 20s \
+        -s scripts/loadbench.lua "$url" >"$run/$name.wrk" 2>&1
+    local result
+    result=$(grep '^RESULT' "$run/$name.wrk") || { cat "$run/$name.wrk" >&2; exit 1; }
+    eval "$(awk -v n="$name" '{
+        for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        printf "%s_requests=%d\n%s_failed=%d\n", n, v["requests"], n, v["non2xx"] + v["socket_errors"]
+        printf "%s_rps=%.0f\n", n, v["requests"] / (v["duration_us"] / 1e6)
+        printf "%s_p50_ms=%.2f\n%s_p99_ms=%.2f\n", n, v["p50_us"] / 1e3, n, v["p99_us"] / 1e3
+    }' <<<"$result")"
+}
+
+direct=(TOKENS= BODY_FILE="$run/token-request.json" BEARER="$SERVICE_TOKEN")
+service=(TOKENS="$run/tokens.txt" BODY_FILE= BEARER=)
+
+echo "== warm-up (connections, pools)" >&2
+wrk_run warm_direct "$DIRECT_URL" "$CONNECTIONS" 3 "${direct[@]}"
+wrk_run warm_service "$TOKENVEND_URL" "$CONNECTIONS" 3 "${service[@]}"
+
+echo "== saturation: $CONNECTIONS connections, ${DURATION}s each" >&2
+loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
+standin_before=$(cpu_ticks "$STANDIN_PID")
+wrk_run sat_direct "$DIRECT_URL" "$CONNECTIONS" "$DURATION" "${direct[@]}"
+standin_ticks=$(( $(cpu_ticks "$STANDIN_PID") - standin_before ))
+issued_before=$(metric 'tokenvend_tokens_issued_total')
+before=$(cpu_ticks "$TOKENVEND_PID")
+wrk_run sat_service "$TOKENVEND_URL" "$CONNECTIONS" "$DURATION" "${service[@]}"
+sat_ticks=$(( $(cpu_ticks "$TOKENVEND_PID") - before ))
+sat_issued=$(( $(metric 'tokenvend_tokens_issued_total') - issued_before ))
+
+half_rate=$(( sat_direct_rps / 2 ))
+# Each connection pauses between requests so that all of them together ask for about
+# half_rate/s: a cycle of C/half_rate seconds, less about two service times of latency.
+delay_ms=$(awk -v c="$CONNECTIONS" -v r="$half_rate" -v s="$sat_direct_rps" \
+    'BEGIN { d = c * 1000 / r - 2 * 1000 / s; print (d < 1 ? 1 : d) }')
+echo "== paced: about $half_rate/s (half of direct saturation), ${DURATION}s each" >&2
+wrk_run half_direct "$DIRECT_URL" "$CONNECTIONS" "$DURATION" "${direct[@]}" DELAY_MS="$delay_ms"
+issued_before=$(metric 'tokenvend_tokens_issued_total')
+before=$(cpu_ticks "$TOKENVEND_PID")
+wrk_run half_service "$TOKENVEND_URL" "$CONNECTIONS" "$DURATION" "${service[@]}" DELAY_MS="$delay_ms"
+half_ticks=$(( $(cpu_ticks "$TOKENVEND_PID") - before ))
+half_issued=$(( $(metric 'tokenvend_tokens_issued_total') - issued_before ))
+
+echo "== $WIDE_CONNECTIONS connections against tokenvend, 10s" >&2
+rss_before_kb=$(status_kb "$TOKENVEND_PID" VmRSS)
+wrk_run wide_service "$TOKENVEND_URL" "$WIDE_CONNECTIONS" 10 "${service[@]}"
+hwm_kb=$(status_kb "$TOKENVEND_PID" VmHWM)
+
+echo "== $BURST concurrent requests with one unknown kid" >&2
+# The startup key fetch starts the refresh cooldown (30 s); wait it out so that the unknown
+# kid is allowed to trigger a fetch at all.
+while (( SECONDS - started < 32 )); do sleep 1; done
+fetches_before=$(metric 'tokenvend_jwks_fetches_total')
+burst_statuses=$("${on_service[@]}" "$target/examples/loadbench" burst "$TOKENVEND_URL" "$run/unknown-kid-tokens.txt")
+burst_fetches=$(( $(metric 'tokenvend_jwks_fetches_total') - fetches_before ))
+
+per_issuance() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.0f", n ? t * 1e6 / hz / n : 0 }'; }
+{
+    echo "tokenvend load run, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average before: $loadavg"
+    echo "pinning: $([[ ${#on_service[@]} -gt 0 ]] && echo 'stand-in on CPU 1; tokenvend and wrk on CPU 0' || echo none)"
+    echo "concurrency: $CONNECTIONS connections, ${DURATION}s per phase, $TOKENS distinct RS256 ID tokens cycled (replay protection off)"
+    echo
+    printf '%-36s %12s %12s\n' "" "direct" "tokenvend"
+    printf '%-36s %12s %12s\n' "saturation: issuances/s" "$sat_direct_rps" "$sat_service_rps"
+    printf '%-36s %12s %12s\n' "saturation: p50 / p99 ms" "$sat_direct_p50_ms / $sat_direct_p99_ms" "$sat_service_p50_ms / $sat_service_p99_ms"
+    printf '%-36s %12s %12s\n' "half rate: issuances/s" "$half_direct_rps" "$half_service_rps"
+    printf '%-36s %12s %12s\n' "half rate: p50 / p99 ms" "$half_direct_p50_ms / $half_direct_p99_ms" "$half_service_p50_ms / $half_service_p99_ms"
+    printf '%-36s %12s %12s\n' "failed requests (all phases above)" \
+        "$(( sat_direct_failed + half_direct_failed ))" "$(( sat_service_failed + half_service_failed ))"
+    echo
+    awk -v a="$sat_service_rps" -v b="$sat_direct_rps" 'BEGIN { printf "throughput ratio (tokenvend / direct, saturation): %.1f%%\n", 100 * a / b }'
+    awk -v a="$half_service_p99_ms" -v b="$half_direct_p99_ms" 'BEGIN { printf "p99 added at half rate: %.2f ms\n", a - b }'
+    echo "tokenvend CPU per issuance: $(per_issuance "$sat_ticks" "$sat_issued") µs at saturation ($sat_issued issued), $(per_issuance "$half_ticks" "$half_issued") µs at half rate ($half_issued issued)"
+    echo "stand-in CPU per direct TokenRequest: $(per_issuance "$standin_ticks" "$sat_direct_requests") µs"
+    echo "tokenvend RSS: $(( rss_before_kb / 1024 )) MiB before, peak (VmHWM) $(( hwm_kb / 1024 )) MiB after $WIDE_CONNECTIONS connections ($wide_service_rps/s, p99 $wide_service_p99_ms ms, $wide_service_failed failed)"
+    echo "$BURST concurrent requests, one unknown kid: $burst_statuses; JWKS fetches: $burst_fetches"
+} | tee "$RESULTS"
+echo "(run directory: $run)" >&2
