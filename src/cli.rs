@@ -48,7 +48,7 @@ enum Command {
 /// Flags of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The config file (DESIGN §4).
+    /// The config file (YAML; config/ has commented examples).
     #[arg(long, env = "TOKENVEND_CONFIG")]
     config: PathBuf,
     /// How often the config file is checked for changes (it is also reloaded on SIGHUP).
