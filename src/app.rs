@@ -57,24 +57,12 @@ impl Default for ServeOptions {
     }
 }
 
-/// The parts the service is wired from.
-struct Wiring {
-    verifier: Arc<Verifier>,
-    minter: Arc<dyn Minter>,
-    metrics: Arc<Metrics>,
-    contact: Arc<ApiContact>,
-    client: kube::Client,
-    kubeconfig_cluster: KubeconfigCluster,
-    tls: Option<PublicTls>,
-}
-
 /// A service ready to run: listeners bound, keys warmed up.
 pub struct Application {
     public: TcpListener,
     admin: TcpListener,
     state: AppState,
     client: kube::Client,
-    request_timeout: Duration,
     /// The `kubernetes:` block in force (not reloadable).
     kubernetes: KubernetesSettings,
     /// The config file to reload, and how often to look at it.
@@ -129,33 +117,6 @@ impl Application {
             Arc::clone(&metrics),
             Arc::clone(&contact),
         ));
-        let wiring = Wiring {
-            verifier,
-            minter,
-            metrics,
-            contact,
-            client,
-            kubeconfig_cluster,
-            tls,
-        };
-        Self::wire(config, listen, wiring, options).await
-    }
-
-    async fn wire(
-        config: Config,
-        listen: Listen,
-        wiring: Wiring,
-        options: ServeOptions,
-    ) -> anyhow::Result<Self> {
-        let Wiring {
-            verifier,
-            minter,
-            metrics,
-            contact,
-            client,
-            kubeconfig_cluster,
-            tls,
-        } = wiring;
         let public = TcpListener::bind(listen.public).await?;
         let admin = TcpListener::bind(listen.admin).await?;
         let failed = verifier.warm_up().await;
@@ -178,7 +139,6 @@ impl Application {
             admin,
             state,
             client,
-            request_timeout: config.kubernetes.request_timeout,
             kubernetes: config.kubernetes,
             watch: None,
             tls,
@@ -194,11 +154,6 @@ impl Application {
         let loaded = std::fs::read(&path).ok();
         self.watch = Some((path, poll_interval, loaded));
         self
-    }
-
-    /// The shared state, for putting a config in force by hand (tests, embedding).
-    pub fn state(&self) -> &AppState {
-        &self.state
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -225,7 +180,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut background = spawn_background(state.clone(), self.client, self.request_timeout);
+        let mut background =
+            spawn_background(state.clone(), self.client, self.kubernetes.request_timeout);
         if let Some((path, poll_interval, loaded)) = self.watch {
             let watching =
                 crate::reload::watch(state.clone(), path, poll_interval, loaded, self.kubernetes);

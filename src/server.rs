@@ -3,7 +3,6 @@
 //! a handshake deadline, and a bounded drain at shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,17 +130,11 @@ fn is_per_connection(error: &std::io::Error) -> bool {
     )
 }
 
-/// The address a listener is bound to, for logs.
-pub fn local_addr(listener: &TcpListener) -> SocketAddr {
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::routing::get;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 

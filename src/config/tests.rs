@@ -181,20 +181,6 @@ fn syntax_errors_name_the_line() {
 }
 
 #[test]
-fn every_example_in_the_config_folder_loads() {
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let mut loaded = 0;
-    for entry in std::fs::read_dir(&folder).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|ext| ext == "yaml") {
-            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            loaded += 1;
-        }
-    }
-    assert!(loaded >= 2, "expected the examples in {}", folder.display());
-}
-
-#[test]
 fn the_kubeconfig_server_and_ca_file_are_read_and_default_to_none() {
     assert_eq!(parse(VALID).unwrap().kubernetes.kubeconfig_server, None);
     let text = VALID.replace(

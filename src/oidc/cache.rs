@@ -234,11 +234,6 @@ impl KeyCache {
             }
         }
     }
-
-    /// When keys were last loaded successfully.
-    pub fn last_success(&self) -> Option<Instant> {
-        self.read().last_success
-    }
 }
 
 fn is_fresh(state: &KeyState) -> bool {

@@ -69,10 +69,6 @@ impl GrantedAccount {
         ServiceAccountRef::parse(&text).map_err(|e| format!("rendered name is invalid: {e}"))
     }
 
-    pub fn is_templated(&self) -> bool {
-        matches!(self, Self::Templated { .. })
-    }
-
     /// The fixed service account, if this entry is not a template.
     pub fn fixed(&self) -> Option<&ServiceAccountRef> {
         match self {
@@ -215,14 +211,16 @@ mod tests {
             assert!(GrantedAccount::parse(text).is_err(), "{text}");
         }
         assert!(
-            !GrantedAccount::parse("production/deployer")
+            GrantedAccount::parse("production/deployer")
                 .unwrap()
-                .is_templated()
+                .fixed()
+                .is_some()
         );
         assert!(
             GrantedAccount::parse("${claims.ns}/${claims.name}")
                 .unwrap()
-                .is_templated()
+                .fixed()
+                .is_none()
         );
     }
 }
