@@ -7,22 +7,35 @@
 //!   CPU time can be read from `/proc` apart from the stand-in's.
 //! - `loadbench burst URL TOKENS`: sends one request per token, all at once, and prints how
 //!   many got each status.
+//! - `loadbench floor DIR [--mint]`: the serving stack alone, as a yardstick for tokenvend's own
+//!   cost: tokenvend's HTTP server loop and an axum router with one route and no middleware,
+//!   answering every POST with a fixed JSON body or, with `--mint`, with a TokenRequest made
+//!   through tokenvend's own minter (the real kube client, same settings) to the stand-in of
+//!   `DIR`. No verification, policy, audit, logs or metrics of requests: what tokenvend costs
+//!   beyond this floor is its own work.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use jsonwebtoken::Algorithm;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokenvend::config::Config;
 use tokenvend::dev::apiserver::ApiServer;
 use tokenvend::dev::issuer::LocalIssuer;
 use tokenvend::dev::keys::SigningKey;
 use tokenvend::dev::session::stand_in_options;
+use tokenvend::k8s::{ApiContact, KubeMinter, MintRequest, Minter};
+use tokenvend::metrics::Metrics;
+use tokenvend::policy::ServiceAccountRef;
+use tokenvend::server::ServerLimits;
 
 /// tokenvend's credential for the stand-in.
 const SERVICE_TOKEN: &str = "loadbench-service-token";
@@ -81,6 +94,16 @@ enum Command {
     },
     /// POST one request per line of TOKENS to URL, all concurrently; print the status counts.
     Burst { url: String, tokens: PathBuf },
+    /// Serve the bare stack on 127.0.0.1 (its address goes to DIR/floor.addr, or
+    /// DIR/floor-mint.addr with `--mint`) until stopped or `--max-seconds` pass.
+    Floor {
+        dir: PathBuf,
+        /// Mint a token per request through the stand-in of DIR (its kubeconfig).
+        #[arg(long)]
+        mint: bool,
+        #[arg(long, default_value_t = 900)]
+        max_seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -93,6 +116,11 @@ async fn main() -> anyhow::Result<()> {
             max_seconds,
         } => env(&dir, tokens, unknown_kid_tokens, max_seconds).await,
         Command::Burst { url, tokens } => burst(&url, &tokens).await,
+        Command::Floor {
+            dir,
+            mint,
+            max_seconds,
+        } => floor(&dir, mint, max_seconds).await,
     }
 }
 
@@ -142,7 +170,9 @@ async fn env(dir: &Path, tokens: usize, unknown: usize, max_seconds: u64) -> any
     Ok(())
 }
 
-/// `count` ID tokens of the policy's identity, each with its own `jti`, one per line.
+/// `count` ID tokens matching the policy, one per line, each with its own `jti` and its own
+/// subject (a pipeline per token, as in a fleet: one subject would run into tokenvend's
+/// per-identity rate limit, which is not what this harness measures).
 fn mint_lines(
     count: usize,
     mut mint: impl FnMut(Value) -> anyhow::Result<String>,
@@ -153,7 +183,7 @@ fn mint_lines(
     let mut lines = String::new();
     for n in 0..count {
         let claims = json!({
-            "sub": "repo:acme/webapp:ref:refs/heads/main",
+            "sub": format!("repo:acme/webapp:environment:bench-{n}"),
             "aud": "tokenvend",
             "iat": now,
             "nbf": now,
@@ -230,4 +260,78 @@ async fn burst(url: &str, tokens: &Path) -> anyhow::Result<()> {
     let summary: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}={n}")).collect();
     println!("{}", summary.join(" "));
     Ok(())
+}
+
+/// What the floor's route does per request.
+#[derive(Clone)]
+struct FloorState {
+    /// With `--mint`: the minter and what it mints (the policy's grant).
+    minter: Option<Arc<KubeMinter>>,
+    request: Arc<MintRequest>,
+}
+
+async fn floor(dir: &Path, mint: bool, max_seconds: u64) -> anyhow::Result<()> {
+    tokenvend::crypto::install_providers()?;
+    let minter = if mint {
+        let kubeconfig = Kubeconfig::read_from(dir.join("kubeconfig"))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let deadline = Duration::from_secs(10);
+        let client = kube::Client::try_from(tokenvend::k8s::for_request_path(config, deadline))?;
+        Some(Arc::new(KubeMinter::new(
+            client,
+            deadline,
+            Arc::new(Metrics::new()),
+            Arc::new(ApiContact::default()),
+        )))
+    } else {
+        None
+    };
+    let state = FloorState {
+        minter,
+        request: Arc::new(MintRequest {
+            service_account: ServiceAccountRef::parse(&format!("{NAMESPACE}/{SERVICE_ACCOUNT}"))
+                .map_err(anyhow::Error::msg)?,
+            audiences: Vec::new(),
+            expiration_secs: u64::try_from(EXPIRATION_SECONDS)?,
+        }),
+    };
+    let router = axum::Router::new()
+        .route("/", axum::routing::post(floor_answer))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let name = if mint {
+        "floor-mint.addr"
+    } else {
+        "floor.addr"
+    };
+    std::fs::write(dir.join(name), listener.local_addr()?.to_string())?;
+    let stop = async move {
+        let _ = tokio::time::timeout(Duration::from_secs(max_seconds), stopped()).await;
+    };
+    tokenvend::server::serve(listener, router, None, ServerLimits::default(), stop).await?;
+    Ok(())
+}
+
+/// A token response of the same shape and about the same size as tokenvend's, either fixed or
+/// from a real TokenRequest.
+async fn floor_answer(
+    axum::extract::State(state): axum::extract::State<FloorState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(minter) = &state.minter else {
+        return axum::Json(json!({
+            "token": "x".repeat(900),
+            "expirationTimestamp": "2026-01-01T00:00:00Z",
+        }))
+        .into_response();
+    };
+    match minter.mint(&state.request).await {
+        Ok(minted) => axum::Json(json!({
+            "token": minted.token.expose_secret(),
+            "expirationTimestamp": minted.expiration.to_string(),
+        }))
+        .into_response(),
+        Err(error) => (axum::http::StatusCode::BAD_GATEWAY, error.code_label()).into_response(),
+    }
 }

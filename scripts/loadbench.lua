@@ -48,7 +48,7 @@ end
 
 -- Exponentially distributed pauses (mean DELAY_MS): arrivals that are not synchronised across
 -- connections, as from many independent pipelines. wrk truncates to whole milliseconds.
-local delay_ms = tonumber(os.getenv("DELAY_MS") or "0")
+local delay_ms = tonumber(os.getenv("DELAY_MS") or "") or 0
 if delay_ms > 0 then
   delay = function() return -delay_ms * math.log(1 - math.random()) + 0.5 end
 end

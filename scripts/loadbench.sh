@@ -7,11 +7,16 @@
 # It starts the local OIDC issuer and the Kubernetes API stand-in (one process, the
 # `loadbench` example) and tokenvend (`tokenvend serve`, its own process, release build),
 # pre-mints ID tokens, and drives both paths with wrk (`apt-get install wrk`):
-#   1. saturation: CONNECTIONS connections for DURATION seconds, direct then end to end;
-#   2. paced at half of the direct saturation rate, same connections, both paths;
+#   1. saturation: CONNECTIONS connections for DURATION seconds, direct then end to end, then
+#      the minting floor;
+#   2. paced at half of the direct saturation rate, same connections: both paths and both floors;
 #   3. 500 connections against tokenvend (peak RSS);
 #   4. 1,000 concurrent requests whose tokens carry one unknown `kid` (JWKS fetches).
 # tokenvend's CPU time comes from /proc/PID/stat (utime + stime) around each measured window.
+# The floors (`loadbench floor`: tokenvend's server loop and a bare axum route answering with
+# a fixed body, or minting through tokenvend's own kube minter) run on tokenvend's CPU and are
+# measured the same way: what it costs this machine to serve a request at all, and to serve one
+# with a TokenRequest behind it. tokenvend's own work is what it costs beyond the latter.
 #
 # Knobs (environment): CONNECTIONS (32), DURATION (15), TOKENS (2000), PIN (1: the stand-in on
 # CPU 1, tokenvend and wrk on CPU 0, as if they ran on separate machines; 0: no pinning),
@@ -73,6 +78,18 @@ ADMIN=$(grep -o '"admin":"[^"]*"' "$run/tokenvend.log" | head -1 | cut -d'"' -f4
 [[ -n $PUBLIC ]] || { echo "tokenvend did not start; see $run/tokenvend.log" >&2; exit 1; }
 curl -sf "http://$PUBLIC/readyz" >/dev/null || { echo "tokenvend is not ready" >&2; exit 1; }
 
+echo "== floors: the serving stack alone, with and without a TokenRequest" >&2
+"${on_service[@]}" "$target/examples/loadbench" floor "$run" --max-seconds 900 2>"$run/floor.log" &
+FLOOR_PID=$!
+pids+=("$FLOOR_PID")
+"${on_service[@]}" "$target/examples/loadbench" floor "$run" --mint --max-seconds 900 2>"$run/floor-mint.log" &
+FLOOR_MINT_PID=$!
+pids+=("$FLOOR_MINT_PID")
+for _ in $(seq 300); do [[ -s $run/floor.addr && -s $run/floor-mint.addr ]] && break; sleep 0.1; done
+[[ -s $run/floor.addr && -s $run/floor-mint.addr ]] || { echo "the floors did not start" >&2; exit 1; }
+FLOOR_URL="http://$(cat "$run/floor.addr")/"
+FLOOR_MINT_URL="http://$(cat "$run/floor-mint.addr")/"
+
 TOKENVEND_URL="http://$PUBLIC/v1/token"
 DIRECT_URL="$APISERVER_URL$TOKEN_REQUEST_PATH"
 CLK_TCK=$(getconf CLK_TCK)
@@ -103,10 +120,22 @@ wrk_run() {
 
 direct=(TOKENS= BODY_FILE="$run/token-request.json" BEARER="$SERVICE_TOKEN")
 service=(TOKENS="$run/tokens.txt" BODY_FILE= BEARER=)
+floor=(TOKENS="$run/tokens.txt" BODY_FILE= BEARER=)
+
+# measured NAME URL PID SECONDS VAR=VALUE...: wrk_run, plus NAME_ticks, the CPU ticks PID used.
+measured() {
+    local name=$1 url=$2 pid=$3 seconds=$4
+    shift 4
+    local before
+    before=$(cpu_ticks "$pid")
+    wrk_run "$name" "$url" "$CONNECTIONS" "$seconds" "$@"
+    eval "${name}_ticks=$(( $(cpu_ticks "$pid") - before ))"
+}
 
 echo "== warm-up (connections, pools)" >&2
 wrk_run warm_direct "$DIRECT_URL" "$CONNECTIONS" 3 "${direct[@]}"
 wrk_run warm_service "$TOKENVEND_URL" "$CONNECTIONS" 3 "${service[@]}"
+wrk_run warm_floor_mint "$FLOOR_MINT_URL" "$CONNECTIONS" 3 "${floor[@]}"
 
 echo "== saturation: $CONNECTIONS connections, ${DURATION}s each" >&2
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -118,6 +147,7 @@ before=$(cpu_ticks "$TOKENVEND_PID")
 wrk_run sat_service "$TOKENVEND_URL" "$CONNECTIONS" "$DURATION" "${service[@]}"
 sat_ticks=$(( $(cpu_ticks "$TOKENVEND_PID") - before ))
 sat_issued=$(( $(metric 'tokenvend_tokens_issued_total') - issued_before ))
+measured sat_floor_mint "$FLOOR_MINT_URL" "$FLOOR_MINT_PID" "$DURATION" "${floor[@]}"
 
 half_rate=$(( sat_direct_rps / 2 ))
 # Each connection pauses between requests so that all of them together ask for about
@@ -131,6 +161,8 @@ before=$(cpu_ticks "$TOKENVEND_PID")
 wrk_run half_service "$TOKENVEND_URL" "$CONNECTIONS" "$DURATION" "${service[@]}" DELAY_MS="$delay_ms"
 half_ticks=$(( $(cpu_ticks "$TOKENVEND_PID") - before ))
 half_issued=$(( $(metric 'tokenvend_tokens_issued_total') - issued_before ))
+measured half_floor_mint "$FLOOR_MINT_URL" "$FLOOR_MINT_PID" "$DURATION" "${floor[@]}" DELAY_MS="$delay_ms"
+measured half_floor "$FLOOR_URL" "$FLOOR_PID" "$DURATION" "${floor[@]}" DELAY_MS="$delay_ms"
 
 echo "== $WIDE_CONNECTIONS connections against tokenvend, 10s" >&2
 rss_before_kb=$(status_kb "$TOKENVEND_PID" VmRSS)
@@ -163,7 +195,16 @@ per_issuance() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.0f"
     awk -v a="$half_service_p99_ms" -v b="$half_direct_p99_ms" 'BEGIN { printf "p99 added at half rate: %.2f ms\n", a - b }'
     echo "tokenvend CPU per issuance: $(per_issuance "$sat_ticks" "$sat_issued") µs at saturation ($sat_issued issued), $(per_issuance "$half_ticks" "$half_issued") µs at half rate ($half_issued issued)"
     echo "stand-in CPU per direct TokenRequest: $(per_issuance "$standin_ticks" "$sat_direct_requests") µs"
+    echo "floor, the serving stack alone (CPU per request, its own process on tokenvend's CPU):"
+    echo "  with a TokenRequest per request: $(per_issuance "$sat_floor_mint_ticks" "$sat_floor_mint_requests") µs at saturation ($sat_floor_mint_rps/s), $(per_issuance "$half_floor_mint_ticks" "$half_floor_mint_requests") µs at half rate ($half_floor_mint_rps/s)"
+    echo "  with a fixed answer:             $(per_issuance "$half_floor_ticks" "$half_floor_requests") µs at half rate ($half_floor_rps/s)"
     echo "tokenvend RSS: $(( rss_before_kb / 1024 )) MiB before, peak (VmHWM) $(( hwm_kb / 1024 )) MiB after $WIDE_CONNECTIONS connections ($wide_service_rps/s, p99 $wide_service_p99_ms ms, $wide_service_failed failed)"
     echo "$BURST concurrent requests, one unknown kid: $burst_statuses; JWKS fetches: $burst_fetches"
 } | tee "$RESULTS"
 echo "(run directory: $run)" >&2
+failed=$(( sat_direct_failed + half_direct_failed + sat_service_failed + half_service_failed + wide_service_failed
+    + sat_floor_mint_failed + half_floor_mint_failed + half_floor_failed ))
+if (( failed > 0 )); then
+    echo "loadbench: $failed requests failed; the figures above do not measure issuance (see $run)" >&2
+    exit 1
+fi
