@@ -73,7 +73,8 @@ fn evaluation(c: &mut Criterion) {
     // (policies, issuers): the caller's issuer holds policies / issuers of them.
     for (count, issuers) in [(10, 1), (1_000, 1), (1_000, 100)] {
         let set = policies(count, issuers);
-        // The last policy of issuer-0: every one of its policies is looked at.
+        // The last policy of issuer-0: a scan would test every one of its policies first; the
+        // index over `repository` (pinned by all of them) goes straight to it.
         let last = (0..count).rev().find(|n| n % issuers == 0).unwrap_or(0);
         let caller = claims(last);
         let request = Request::new(

@@ -184,7 +184,9 @@ impl PolicySet {
     }
 
     /// The policies that apply to these claims, in file order, each with the service accounts
-    /// it grants them (templates rendered; a name that renders invalid grants nothing).
+    /// it grants them (templates rendered; a name that renders invalid grants nothing). Only
+    /// the issuer's candidate policies are tested, unless a trace is wanted: an explanation
+    /// names every policy that does not apply.
     pub fn applicable<'s>(
         &'s self,
         issuer: &str,
@@ -192,7 +194,11 @@ impl PolicySet {
         trace: &mut Trace<'_>,
     ) -> Vec<Applicable<'s>> {
         let mut applicable = Vec::new();
-        for policy in self.for_issuer(issuer) {
+        let policies: Box<dyn Iterator<Item = &Policy>> = match trace {
+            Some(_) => Box::new(self.for_issuer(issuer)),
+            None => Box::new(self.candidates(issuer, claims)),
+        };
+        for policy in policies {
             if !policy.applies(claims, trace) {
                 continue;
             }
@@ -304,32 +310,9 @@ impl Policy {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{IssuerRules, RawPolicy};
+    use super::super::test_support::{claims, compile as set};
     use super::*;
     use serde_json::json;
-
-    fn set(policies: Value) -> PolicySet {
-        let raw: Vec<RawPolicy> = serde_json::from_value(policies).unwrap();
-        let require = Vec::new();
-        let issuers = [
-            IssuerRules {
-                name: "ci",
-                require_claims: &require,
-            },
-            IssuerRules {
-                name: "other",
-                require_claims: &require,
-            },
-        ];
-        PolicySet::compile(&raw, &issuers).unwrap()
-    }
-
-    fn claims(value: Value) -> Map<String, Value> {
-        let Value::Object(map) = value else {
-            unreachable!()
-        };
-        map
-    }
 
     fn sa(text: &str) -> ServiceAccountRef {
         ServiceAccountRef::parse(text).unwrap()

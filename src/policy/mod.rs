@@ -5,11 +5,16 @@ mod check;
 mod condition;
 mod evaluate;
 mod file;
+mod index;
 mod matcher;
 mod names;
 mod template;
+#[cfg(test)]
+mod test_support;
 
 use std::collections::HashMap;
+
+use serde_json::{Map, Value};
 
 pub use check::{CheckReport, TestOutcome, run_tests};
 pub use condition::Condition;
@@ -51,7 +56,7 @@ pub struct GrantRule {
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     policies: Vec<Policy>,
-    by_issuer: HashMap<String, Vec<usize>>,
+    by_issuer: HashMap<String, index::IssuerPolicies>,
 }
 
 /// What an issuer contributes to policy compilation.
@@ -98,8 +103,12 @@ impl PolicySet {
             set.by_issuer
                 .entry(compiled.issuer.clone())
                 .or_default()
+                .all
                 .push(set.policies.len());
             set.policies.push(compiled);
+        }
+        for issuer in set.by_issuer.values_mut() {
+            issuer.build_index(&set.policies);
         }
         Ok(set)
     }
@@ -109,9 +118,24 @@ impl PolicySet {
         let indices = self
             .by_issuer
             .get(issuer)
-            .map(Vec::as_slice)
+            .map(|policies| policies.all.as_slice())
             .unwrap_or_default();
         indices.iter().map(|&index| &self.policies[index])
+    }
+
+    /// The policies of one issuer that can apply to these claims, in file order: the others
+    /// certainly do not (see [`index`]).
+    fn candidates<'s>(
+        &'s self,
+        issuer: &str,
+        claims: &Map<String, Value>,
+    ) -> impl Iterator<Item = &'s Policy> + 's {
+        let indices = self
+            .by_issuer
+            .get(issuer)
+            .map(|policies| policies.candidates(claims))
+            .unwrap_or_default();
+        indices.into_iter().map(|index| &self.policies[index])
     }
 
     pub fn len(&self) -> usize {

@@ -144,15 +144,9 @@ fn parse_parts(text: &str) -> Result<Vec<Part>, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::claims;
     use super::*;
     use serde_json::json;
-
-    fn claims(value: Value) -> Map<String, Value> {
-        let Value::Object(map) = value else {
-            unreachable!()
-        };
-        map
-    }
 
     #[test]
     fn templates_render_from_claims_into_valid_names_only() {
