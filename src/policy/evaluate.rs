@@ -127,7 +127,10 @@ impl PolicySet {
         self.decide(issuer, claims, request, None)
     }
 
-    /// The same decision, with a line per step explaining it.
+    /// The same decision, with a line per step explaining it. The decision is the one
+    /// [`Self::evaluate`] makes, through the claim index as on the request path, so that config
+    /// tests and explanations exercise what serves; the lines come from testing every policy,
+    /// so that they name each one that does not apply.
     pub fn explain(
         &self,
         issuer: &str,
@@ -135,7 +138,9 @@ impl PolicySet {
         request: &Request,
     ) -> (Result<Grant, Denial>, Vec<String>) {
         let mut lines = Vec::new();
-        let decision = self.decide(issuer, claims, request, Some(&mut lines));
+        let scanned = self.decide(issuer, claims, request, Some(&mut lines));
+        let decision = self.evaluate(issuer, claims, request);
+        debug_assert_eq!(decision, scanned, "the claim index changed a decision");
         (decision, lines)
     }
 

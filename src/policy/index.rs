@@ -7,6 +7,7 @@
 //! same as testing all of them: a policy left out requires the claim, or one of its elements,
 //! to equal a string the caller's claim is not.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
@@ -30,8 +31,8 @@ struct ExactIndex {
     rest: Vec<usize>,
 }
 
-/// Smallest number of policies pinning one claim for an index to be built; below it a scan
-/// of the issuer's policies is as cheap.
+/// Smallest number of policies an issuer must have for an index to be built; below it a scan
+/// of them is as cheap.
 const MIN_INDEXED: usize = 8;
 
 impl IssuerPolicies {
@@ -42,9 +43,9 @@ impl IssuerPolicies {
 
     /// The policies that can apply to `claims`, in file order: all of them, or the index's
     /// candidates.
-    pub fn candidates(&self, claims: &Map<String, Value>) -> Vec<usize> {
+    pub fn candidates(&self, claims: &Map<String, Value>) -> Cow<'_, [usize]> {
         let Some(index) = &self.index else {
-            return self.all.clone();
+            return Cow::Borrowed(&self.all);
         };
         let mut picked = index.rest.clone();
         let mut add = |value: &Value| {
@@ -59,7 +60,7 @@ impl IssuerPolicies {
         }
         picked.sort_unstable();
         picked.dedup();
-        picked
+        Cow::Owned(picked)
     }
 }
 
@@ -173,12 +174,12 @@ mod tests {
         let set = compile(policies);
         let ci = &set.by_issuer["ci"];
         let caller = claims(json!({"repository": "acme/app-3", "ref": "refs/heads/dev"}));
-        assert_eq!(ci.candidates(&caller), [3, 20, 21, 22]);
+        assert_eq!(*ci.candidates(&caller), [3, 20, 21, 22]);
         let several = claims(json!({"repository": ["acme/app-4", "acme/app-7", 7]}));
-        assert_eq!(ci.candidates(&several), [4, 7, 20, 21, 22]);
+        assert_eq!(*ci.candidates(&several), [4, 7, 20, 21, 22]);
         let unpinned = claims(json!({"repository": "other/app"}));
-        assert_eq!(ci.candidates(&unpinned), [20, 21]);
-        assert_eq!(ci.candidates(&claims(json!({}))), [20, 21]);
+        assert_eq!(*ci.candidates(&unpinned), [20, 21]);
+        assert_eq!(*ci.candidates(&claims(json!({}))), [20, 21]);
         assert_eq!(
             applicable_both_ways(&set, &caller),
             [vec!["p3", "p20", "p22"], vec!["p3", "p20", "p22"]]
@@ -198,7 +199,7 @@ mod tests {
                 .collect(),
         );
         let caller = claims(json!({"ref": "refs/heads/main", "repository": "acme/app-7"}));
-        assert_eq!(set.by_issuer["ci"].candidates(&caller), [7]);
+        assert_eq!(*set.by_issuer["ci"].candidates(&caller), [7]);
         // Pinning one shared value narrows nothing: no index.
         let shared = compile(
             (0..20)
@@ -218,7 +219,7 @@ mod tests {
         let ci = &set.by_issuer["ci"];
         assert!(ci.index.is_none());
         let caller = claims(json!({"repository": "acme/app-1"}));
-        assert_eq!(ci.candidates(&caller), ci.all);
+        assert_eq!(*ci.candidates(&caller), *ci.all);
     }
 
     /// Matchers over a small alphabet, so that policies and claims often meet.
@@ -242,6 +243,7 @@ mod tests {
             Just(json!("a")),
             Just(json!("b")),
             Just(json!("d")),
+            Just(json!("1")),
             Just(json!(1)),
             Just(json!(1.0)),
             Just(json!(null)),
@@ -258,17 +260,27 @@ mod tests {
         #[test]
         fn the_index_never_changes_which_policies_apply(
             matchers in proptest::collection::vec(
-                (proptest::option::of(matcher()), proptest::option::of(matcher())), 1..40),
+                (
+                    proptest::option::of(matcher()),
+                    proptest::option::of(matcher()),
+                    proptest::option::of(matcher()),
+                ),
+                1..40,
+            ),
             repository in claim(),
             environment in claim(),
         ) {
             let policies: Vec<Value> = matchers
                 .into_iter()
                 .enumerate()
-                .map(|(n, (on_repository, on_environment))| {
+                .map(|(n, (on_repository, on_environment, on_repository_pointer))| {
                     let mut block = Map::new();
                     if let Some(m) = on_repository {
                         block.insert("repository".into(), m);
+                    }
+                    // The same claim spelt as a pointer: a second path to the same value.
+                    if let Some(m) = on_repository_pointer {
+                        block.insert("/repository".into(), m);
                     }
                     if let Some(m) = on_environment {
                         block.insert("/environment".into(), m);

@@ -135,7 +135,7 @@ impl PolicySet {
             .get(issuer)
             .map(|policies| policies.candidates(claims))
             .unwrap_or_default();
-        indices.into_iter().map(|index| &self.policies[index])
+        (0..indices.len()).map(move |i| &self.policies[indices[i]])
     }
 
     pub fn len(&self) -> usize {
