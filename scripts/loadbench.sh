@@ -139,13 +139,9 @@ wrk_run warm_floor_mint "$FLOOR_MINT_URL" "$CONNECTIONS" 3 "${floor[@]}"
 
 echo "== saturation: $CONNECTIONS connections, ${DURATION}s each" >&2
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
-standin_before=$(cpu_ticks "$STANDIN_PID")
-wrk_run sat_direct "$DIRECT_URL" "$CONNECTIONS" "$DURATION" "${direct[@]}"
-standin_ticks=$(( $(cpu_ticks "$STANDIN_PID") - standin_before ))
+measured sat_direct "$DIRECT_URL" "$STANDIN_PID" "$DURATION" "${direct[@]}"
 issued_before=$(metric 'tokenvend_tokens_issued_total')
-before=$(cpu_ticks "$TOKENVEND_PID")
-wrk_run sat_service "$TOKENVEND_URL" "$CONNECTIONS" "$DURATION" "${service[@]}"
-sat_ticks=$(( $(cpu_ticks "$TOKENVEND_PID") - before ))
+measured sat_service "$TOKENVEND_URL" "$TOKENVEND_PID" "$DURATION" "${service[@]}"
 sat_issued=$(( $(metric 'tokenvend_tokens_issued_total') - issued_before ))
 measured sat_floor_mint "$FLOOR_MINT_URL" "$FLOOR_MINT_PID" "$DURATION" "${floor[@]}"
 
@@ -157,9 +153,7 @@ delay_ms=$(awk -v c="$CONNECTIONS" -v r="$half_rate" -v s="$sat_direct_rps" \
 echo "== paced: about $half_rate/s (half of direct saturation), ${DURATION}s each" >&2
 wrk_run half_direct "$DIRECT_URL" "$CONNECTIONS" "$DURATION" "${direct[@]}" DELAY_MS="$delay_ms"
 issued_before=$(metric 'tokenvend_tokens_issued_total')
-before=$(cpu_ticks "$TOKENVEND_PID")
-wrk_run half_service "$TOKENVEND_URL" "$CONNECTIONS" "$DURATION" "${service[@]}" DELAY_MS="$delay_ms"
-half_ticks=$(( $(cpu_ticks "$TOKENVEND_PID") - before ))
+measured half_service "$TOKENVEND_URL" "$TOKENVEND_PID" "$DURATION" "${service[@]}" DELAY_MS="$delay_ms"
 half_issued=$(( $(metric 'tokenvend_tokens_issued_total') - issued_before ))
 measured half_floor_mint "$FLOOR_MINT_URL" "$FLOOR_MINT_PID" "$DURATION" "${floor[@]}" DELAY_MS="$delay_ms"
 measured half_floor "$FLOOR_URL" "$FLOOR_PID" "$DURATION" "${floor[@]}" DELAY_MS="$delay_ms"
@@ -193,8 +187,8 @@ per_issuance() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.0f"
     echo
     awk -v a="$sat_service_rps" -v b="$sat_direct_rps" 'BEGIN { printf "throughput ratio (tokenvend / direct, saturation): %.1f%%\n", 100 * a / b }'
     awk -v a="$half_service_p99_ms" -v b="$half_direct_p99_ms" 'BEGIN { printf "p99 added at half rate: %.2f ms\n", a - b }'
-    echo "tokenvend CPU per issuance: $(per_issuance "$sat_ticks" "$sat_issued") µs at saturation ($sat_issued issued), $(per_issuance "$half_ticks" "$half_issued") µs at half rate ($half_issued issued)"
-    echo "stand-in CPU per direct TokenRequest: $(per_issuance "$standin_ticks" "$sat_direct_requests") µs"
+    echo "tokenvend CPU per issuance: $(per_issuance "$sat_service_ticks" "$sat_issued") µs at saturation ($sat_issued issued), $(per_issuance "$half_service_ticks" "$half_issued") µs at half rate ($half_issued issued)"
+    echo "stand-in CPU per direct TokenRequest: $(per_issuance "$sat_direct_ticks" "$sat_direct_requests") µs"
     echo "floor, the serving stack alone (CPU per request, its own process on tokenvend's CPU):"
     echo "  with a TokenRequest per request: $(per_issuance "$sat_floor_mint_ticks" "$sat_floor_mint_requests") µs at saturation ($sat_floor_mint_rps/s), $(per_issuance "$half_floor_mint_ticks" "$half_floor_mint_requests") µs at half rate ($half_floor_mint_rps/s)"
     echo "  with a fixed answer:             $(per_issuance "$half_floor_ticks" "$half_floor_requests") µs at half rate ($half_floor_rps/s)"

@@ -171,7 +171,7 @@ mod tests {
     use std::net::SocketAddr;
 
     fn install_provider() {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        crate::crypto::install_providers().unwrap();
     }
 
     async fn serve(

@@ -85,6 +85,20 @@ pub fn reject_credential_parameters(query: Option<&str>) -> Result<(), ApiError>
     Ok(())
 }
 
+/// A form body (`application/x-www-form-urlencoded`), parameters allowed.
+pub fn is_form(headers: &HeaderMap) -> bool {
+    has_media_type(headers, "application/x-www-form-urlencoded")
+}
+
+/// Whether `Content-Type` names this media type (case-insensitive), parameters allowed.
+pub fn has_media_type(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(expected))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use super::AppState;
 use super::context::RequestContext;
 use super::error::ApiError;
 use super::exchange::{decide_request, exchange_request, record};
-use super::extract::bearer_token;
+use super::extract::{bearer_token, has_media_type, is_form};
 use super::format::{Format, Issued, ServiceAccountName, render};
 use crate::audit::Outcome;
 use crate::policy::{Grant, Request, ServiceAccountRef};
@@ -160,18 +160,6 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Request, ApiError> {
 /// `application/json`, parameters (a charset) allowed.
 fn is_json(headers: &HeaderMap) -> bool {
     has_media_type(headers, "application/json")
-}
-
-fn is_form(headers: &HeaderMap) -> bool {
-    has_media_type(headers, "application/x-www-form-urlencoded")
-}
-
-fn has_media_type(headers: &HeaderMap, expected: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(expected))
 }
 
 /// Names the JSON problem without quoting the input.

@@ -199,11 +199,9 @@ impl PolicySet {
         trace: &mut Trace<'_>,
     ) -> Vec<Applicable<'s>> {
         let mut applicable = Vec::new();
-        let policies: Box<dyn Iterator<Item = &Policy>> = match trace {
-            Some(_) => Box::new(self.for_issuer(issuer)),
-            None => Box::new(self.candidates(issuer, claims)),
-        };
-        for policy in policies {
+        // An explanation names every policy that does not apply, so it tests them all.
+        for &index in self.to_test(issuer, claims, trace.is_some()).iter() {
+            let policy = &self.policies[index];
             if !policy.applies(claims, trace) {
                 continue;
             }

@@ -12,6 +12,7 @@ mod template;
 #[cfg(test)]
 mod test_support;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
@@ -113,29 +114,15 @@ impl PolicySet {
         Ok(set)
     }
 
-    /// The policies of one issuer, in file order.
-    pub fn for_issuer<'s>(&'s self, issuer: &str) -> impl Iterator<Item = &'s Policy> + 's {
-        let indices = self
-            .by_issuer
-            .get(issuer)
-            .map(|policies| policies.all.as_slice())
-            .unwrap_or_default();
-        indices.iter().map(|&index| &self.policies[index])
-    }
-
-    /// The policies of one issuer that can apply to these claims, in file order: the others
-    /// certainly do not (see [`index`]).
-    fn candidates<'s>(
-        &'s self,
-        issuer: &str,
-        claims: &Map<String, Value>,
-    ) -> impl Iterator<Item = &'s Policy> + 's {
-        let indices = self
-            .by_issuer
-            .get(issuer)
-            .map(|policies| policies.candidates(claims))
-            .unwrap_or_default();
-        (0..indices.len()).map(move |i| &self.policies[indices[i]])
+    /// The policies of one issuer to test against these claims (indices, in file order): every
+    /// one when `all`, else those the claim index leaves; the others certainly do not apply
+    /// (see [`index`]).
+    fn to_test(&self, issuer: &str, claims: &Map<String, Value>, all: bool) -> Cow<'_, [usize]> {
+        match self.by_issuer.get(issuer) {
+            None => Cow::Borrowed(&[]),
+            Some(policies) if all => Cow::Borrowed(&policies.all),
+            Some(policies) => policies.candidates(claims),
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -18,6 +18,7 @@ use super::AppState;
 use super::context::RequestContext;
 use super::error::{ApiError, PendingErrorBody};
 use super::exchange::{exchange_request, record};
+use super::extract::is_form;
 use super::format::{Issued, reduction_warning};
 use crate::k8s::MintError;
 use form::{ExchangeForm, parse_form};
@@ -136,18 +137,6 @@ fn has_bearer_credential(headers: &HeaderMap) -> bool {
             .get(..6)
             .is_none_or(|scheme| !scheme.eq_ignore_ascii_case(b"basic "))
     })
-}
-
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| {
-            essence
-                .trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
 }
 
 fn success(issued: &Issued, scoped: bool) -> Response {

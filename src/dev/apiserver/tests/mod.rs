@@ -65,7 +65,7 @@ pub fn options() -> ApiServerOptions {
 }
 
 pub async fn start(options: ApiServerOptions) -> ApiServer {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    crate::crypto::install_providers().unwrap();
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     ApiServer::start(addr, options).await.unwrap()
 }
