@@ -120,7 +120,7 @@ impl Drop for ChildGuard {
 /// A running `prometheus` server with its own scratch directory.
 pub struct Prometheus {
     pub url: String,
-    child: ChildGuard,
+    _child: ChildGuard,
     http: reqwest::Client,
     _dir: ScratchDir,
 }
@@ -174,7 +174,7 @@ impl Prometheus {
                 if ready {
                     return Self {
                         url,
-                        child,
+                        _child: child,
                         http,
                         _dir: dir,
                     };
