@@ -140,6 +140,7 @@ pub fn stand_in_options(config: &Config, user_token: &str) -> ApiServerOptions {
             resources: vec!["serviceaccounts/token".into()],
             resource_names: names,
             namespace: Some(namespace.to_owned()),
+            ..RbacRule::default()
         });
     }
     ApiServerOptions {

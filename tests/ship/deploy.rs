@@ -47,3 +47,44 @@ fn the_probes_ask_for_routed_health_paths_on_the_served_ports() {
     // The defaults of `serve --listen` and `--admin-listen`.
     assert_eq!(ports, [("http", 8080), ("admin", 9090)]);
 }
+
+#[test]
+fn the_prometheus_rule_carries_the_plain_rules_file_unchanged() {
+    let rules: Value =
+        serde_saphyr::from_str(&read("deploy/components/monitoring/tokenvend.rules.yaml")).unwrap();
+    let resource: Value =
+        serde_saphyr::from_str(&read("deploy/components/monitoring/prometheusrule.yaml")).unwrap();
+    assert_eq!(resource["kind"], "PrometheusRule");
+    assert!(rules["groups"].as_array().is_some_and(|g| !g.is_empty()));
+    // Rule by rule first, for a short message naming the alert that differs.
+    let ours = rules["groups"][0]["rules"].as_array().unwrap();
+    let theirs = resource["spec"]["groups"][0]["rules"].as_array().unwrap();
+    for (rule, copy) in ours.iter().zip(theirs) {
+        assert_eq!(
+            copy, rule,
+            "{} differs in prometheusrule.yaml",
+            rule["alert"]
+        );
+    }
+    assert_eq!(
+        resource["spec"]["groups"], rules["groups"],
+        "the PrometheusRule's spec.groups must be tokenvend.rules.yaml's groups: copy them again"
+    );
+}
+
+#[test]
+fn the_dashboard_config_map_is_generated_from_the_dashboard_file() {
+    let kustomization: Value =
+        serde_saphyr::from_str(&read("deploy/components/monitoring/kustomization.yaml")).unwrap();
+    let generator = &kustomization["configMapGenerator"][0];
+    assert_eq!(
+        generator["files"],
+        serde_json::json!(["tokenvend-dashboard.json"])
+    );
+    assert_eq!(generator["options"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: Value = serde_json::from_str(&read(
+        "deploy/components/monitoring/tokenvend-dashboard.json",
+    ))
+    .unwrap();
+    assert_eq!(dashboard["uid"], "tokenvend");
+}

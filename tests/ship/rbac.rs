@@ -145,6 +145,7 @@ fn stand_in_rules(yaml: &str) -> Vec<RbacRule> {
                     api_groups: strings(&rule["apiGroups"]),
                     resources: strings(&rule["resources"]),
                     resource_names: strings(&rule["resourceNames"]),
+                    non_resource_urls: strings(&rule["nonResourceURLs"]),
                     namespace: Some(namespace.to_owned()),
                 });
             }

@@ -1,7 +1,8 @@
 //! The Kubernetes API stand-in: a real HTTPS server that answers the endpoints tokenvend uses
 //! exactly as kube-apiserver does (`kube-api.md`): TokenRequest, TokenReview,
-//! SelfSubjectReview, service-account issuer discovery, API discovery, and reads of
-//! ServiceAccounts, Secrets, Pods and Nodes. Loopback only; for `tokenvend dev` and tests.
+//! SelfSubjectReview, service-account issuer discovery, API discovery, reads of
+//! ServiceAccounts, Secrets, Pods and Nodes, and its own `/metrics`. Loopback only; for
+//! `tokenvend dev` and tests.
 //!
 //! The request flow mirrors kube-apiserver's filter chain: authentication ([`authn`]), fault
 //! injection where the in-flight filters act ([`faults`]), authorization ([`rbac`]), body
@@ -16,6 +17,7 @@ mod discovery;
 mod errors;
 mod faults;
 mod listing;
+mod metrics;
 mod options;
 mod rbac;
 mod reads;
@@ -116,6 +118,7 @@ impl ApiServer {
             rbac: RwLock::new(options.rbac),
             faults: faults::Faults::default(),
             token_requests: AtomicU64::new(0),
+            requests: metrics::RequestCounts::default(),
             list_page_size_default: options.list_page_size_default,
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -259,6 +262,7 @@ fn router(state: Arc<ApiState>) -> Router {
             get(discovery::openid_configuration),
         )
         .route("/openid/v1/jwks", get(discovery::jwks))
+        .route("/metrics", get(metrics::metrics))
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::api_discovery))
         .route("/api/v1", get(discovery::api_discovery))
@@ -271,5 +275,9 @@ fn router(state: Arc<ApiState>) -> Router {
         .fallback(reads::fallback)
         .method_not_allowed_fallback(reads::method_not_allowed)
         .layer(DefaultBodyLimit::max(decode::MAX_REQUEST_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            metrics::count,
+        ))
         .with_state(state)
 }

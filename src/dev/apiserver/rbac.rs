@@ -12,7 +12,9 @@ use super::status::Status;
 /// `user` is matched against the username and, as a RoleBinding subject of kind Group would be,
 /// against the user's groups. `"*"` is a wildcard in `verbs`, `api_groups` and `resources`;
 /// `resources` entries are matched against `resource/subresource` (and `*/subresource`);
-/// non-empty `resource_names` restrict the rule to those names.
+/// non-empty `resource_names` restrict the rule to those names. A rule with
+/// `non_resource_urls` grants those paths (`/metrics`, or a prefix ending in `*`) and no
+/// resource, as a ClusterRole's `nonResourceURLs` rule does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RbacRule {
     pub user: String,
@@ -20,6 +22,7 @@ pub struct RbacRule {
     pub api_groups: Vec<String>,
     pub resources: Vec<String>,
     pub resource_names: Vec<String>,
+    pub non_resource_urls: Vec<String>,
     /// `None`: cluster-wide (ClusterRole + ClusterRoleBinding).
     pub namespace: Option<String>,
 }
@@ -72,14 +75,32 @@ impl RbacRule {
         )
     }
 
+    /// A ClusterRole rule granting `verbs` on the non-resource `urls`, e.g.
+    /// `nonResourceURLs: ["/metrics"], verbs: [get]` (what a metrics reader needs).
+    pub fn non_resource(user: &str, verbs: &[&str], urls: &[&str]) -> Self {
+        Self {
+            user: user.to_owned(),
+            verbs: owned(verbs),
+            non_resource_urls: owned(urls),
+            ..Self::default()
+        }
+    }
+
     fn applies_to(&self, user: &UserInfo) -> bool {
         self.user == user.username || user.groups.contains(&self.user)
     }
 
-    /// `RuleAllows` for a resource request; rules never grant non-resource URLs.
+    /// `RuleAllows`: a resource rule for a resource request, a non-resource rule (never
+    /// namespaced) for a non-resource path.
     fn allows(&self, user: &UserInfo, request: &RequestInfo) -> bool {
         let Some(resource) = &request.resource else {
-            return false;
+            return self.namespace.is_none()
+                && self.applies_to(user)
+                && matches_any(&self.verbs, &request.verb)
+                && self
+                    .non_resource_urls
+                    .iter()
+                    .any(|url| non_resource_url_matches(url, &request.path));
         };
         let scope_matches = match &self.namespace {
             None => true,
@@ -101,6 +122,15 @@ impl RbacRule {
                 || (!resource.subresource.is_empty()
                     && *rule == format!("*/{}", resource.subresource))
         })
+    }
+}
+
+/// `NonResourceURLMatches`: `*` matches every path, `/prefix/*` every path under it, any other
+/// entry only itself.
+fn non_resource_url_matches(rule: &str, path: &str) -> bool {
+    match rule.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => rule == path,
     }
 }
 
@@ -338,6 +368,53 @@ mod tests {
         assert!(authorize(&[], &user("a", &["system:authenticated"]), &request).is_ok());
         let version = RequestInfo::parse(&Method::GET, "/version", None);
         assert!(authorize(&[], &anonymous, &version).is_ok());
+    }
+
+    #[test]
+    fn non_resource_urls_are_granted_only_by_a_rule_that_names_them() {
+        let reader = user("reader", &["system:authenticated"]);
+        let metrics = RequestInfo::parse(&Method::GET, "/metrics", None);
+        let status = authorize(&[], &reader, &metrics).unwrap_err();
+        assert_eq!(
+            serde_json::to_string(&status).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"forbidden: User \"reader\" cannot get path \"/metrics\"","reason":"Forbidden","details":{},"code":403}"#
+        );
+        let cases = [
+            (
+                RbacRule::non_resource("reader", &["get"], &["/metrics"]),
+                true,
+            ),
+            (
+                RbacRule::non_resource("reader", &["get"], &["/metrics/*"]),
+                false,
+            ),
+            (RbacRule::non_resource("reader", &["get"], &["*"]), true),
+            (RbacRule::non_resource("reader", &["*"], &["/metr*"]), true),
+            (
+                RbacRule::non_resource("reader", &["post"], &["/metrics"]),
+                false,
+            ),
+            (
+                RbacRule::non_resource("reader", &["get"], &["/healthz"]),
+                false,
+            ),
+            (
+                RbacRule::non_resource("someone-else", &["get"], &["/metrics"]),
+                false,
+            ),
+            (
+                RbacRule::non_resource("reader", &["get"], &["/metrics"]).in_namespace("ns"),
+                false,
+            ),
+            (RbacRule::allow("reader", &["*"], &["*"], &["*"]), false),
+        ];
+        for (rule, expected) in cases {
+            let allowed = authorize(std::slice::from_ref(&rule), &reader, &metrics).is_ok();
+            assert_eq!(allowed, expected, "{rule:?}");
+        }
+        // A non-resource rule grants no resource.
+        let wide = RbacRule::non_resource("reader", &["*"], &["*"]);
+        assert!(authorize(&[wide], &reader, &token_request("a", "b")).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::authn::UserInfo;
 use super::cluster::Cluster;
 use super::faults::Faults;
+use super::metrics::RequestCounts;
 use super::options::SeedUser;
 use super::rbac::{self, RbacRule};
 use super::request_info::RequestInfo;
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub rbac: RwLock<Vec<RbacRule>>,
     pub faults: Faults,
     pub token_requests: AtomicU64,
+    /// Every request served, by verb, resource and code: what `/metrics` reports.
+    pub requests: RequestCounts,
     pub list_page_size_default: Option<usize>,
 }
 

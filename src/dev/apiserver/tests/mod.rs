@@ -2,6 +2,7 @@
 //! `kube-api.md`. One seeded cluster (`payments/billing` and friends) serves them all.
 
 mod kube_client;
+mod metrics;
 mod reads;
 mod reviews;
 mod token_request;
