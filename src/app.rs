@@ -203,6 +203,7 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let limits = ServerLimits {
+            max_connections_per_peer: self.options.limits.max_connections_per_peer,
             drain_timeout: self.options.shutdown_grace_period,
             ..ServerLimits::default()
         };
