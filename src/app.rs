@@ -125,6 +125,10 @@ impl Application {
         }
         probe(&client, &contact, config.kubernetes.request_timeout).await;
         metrics.config_loaded();
+        metrics.export_config_series(
+            config.issuers.iter().map(|issuer| issuer.name.as_str()),
+            config.policies.iter().map(|policy| policy.name.as_str()),
+        );
         let state = AppState::new(
             verifier,
             config.policies,
