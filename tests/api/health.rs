@@ -121,15 +121,15 @@ fn conforms(value: &Value, schema: &Value) -> Result<(), String> {
             return Err(format!("not of type {kind}"));
         }
     }
-    if let Some(constant) = schema.get("const") {
-        if value != constant {
-            return Err(format!("{value} is not {constant}"));
-        }
+    if let Some(constant) = schema.get("const")
+        && value != constant
+    {
+        return Err(format!("{value} is not {constant}"));
     }
-    if let Some(allowed) = schema["enum"].as_array() {
-        if !allowed.contains(value) {
-            return Err(format!("{value} is not one of {allowed:?}"));
-        }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return Err(format!("{value} is not one of {allowed:?}"));
     }
     for key in schema["required"].as_array().into_iter().flatten() {
         let key = key.as_str().unwrap();
