@@ -162,6 +162,7 @@ async fn policies_and_issuers_a_reload_adds_are_exported_at_zero() {
     std::fs::write(&path, text).unwrap();
     await_reloads(&app, "success", 1.0).await;
     let metrics = app.metrics().await;
+    let _ = std::fs::remove_dir_all(dir);
     for series in [
         r#"tokenvend_tokens_issued_total{policy="newcomer"}"#,
         r#"tokenvend_replays_rejected_total{issuer="second"}"#,
@@ -173,7 +174,6 @@ async fn policies_and_issuers_a_reload_adds_are_exported_at_zero() {
             "{series} not at 0:\n{metrics}"
         );
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
