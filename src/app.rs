@@ -125,6 +125,10 @@ impl Application {
         }
         probe(&client, &contact, config.kubernetes.request_timeout).await;
         metrics.config_loaded();
+        metrics.export_config_series(
+            config.issuers.iter().map(|issuer| issuer.name.as_str()),
+            config.policies.iter().map(|policy| policy.name.as_str()),
+        );
         let state = AppState::new(
             verifier,
             config.policies,
@@ -203,6 +207,7 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let limits = ServerLimits {
+            max_connections_per_peer: self.options.limits.max_connections_per_peer,
             drain_timeout: self.options.shutdown_grace_period,
             ..ServerLimits::default()
         };

@@ -94,6 +94,14 @@ pub struct LimitArgs {
     /// the cap off.
     #[arg(long, env = "TOKENVEND_MAX_IN_FLIGHT", default_value_t = LimitSettings::default().max_in_flight)]
     max_in_flight: usize,
+    /// How long a request body may take to arrive after the request head; then 408 and the
+    /// connection is closed. A request takes an in-flight slot only once its body is complete.
+    #[arg(long, env = "TOKENVEND_REQUEST_BODY_TIMEOUT", default_value = "10s")]
+    request_body_timeout: ConfigDuration,
+    /// Connections one client address may hold open at once; further ones are closed at once.
+    /// 0 turns the cap off (for deployments where every connection comes through one proxy).
+    #[arg(long, env = "TOKENVEND_MAX_CONNECTIONS_PER_PEER", default_value_t = LimitSettings::default().max_connections_per_peer)]
+    max_connections_per_peer: usize,
 }
 
 impl ServeArgs {
@@ -110,6 +118,8 @@ impl ServeArgs {
                 per_identity_rate: self.limits.rate_limit,
                 per_identity_burst: self.limits.rate_limit_burst,
                 max_in_flight: self.limits.max_in_flight,
+                request_body_timeout: self.limits.request_body_timeout.0,
+                max_connections_per_peer: self.limits.max_connections_per_peer,
             },
             shutdown_grace_period: self.shutdown_grace_period.0,
             ..ServeOptions::default()
@@ -201,6 +211,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         options.limits.per_identity_rate.is_finite() && options.limits.per_identity_rate >= 0.0,
         "--rate-limit must be a number of requests per second, 0 or more"
+    );
+    anyhow::ensure!(
+        !options.limits.request_body_timeout.is_zero(),
+        "--request-body-timeout must be longer than 0s"
     );
     let tls = options.tls.is_some();
     let app = Application::build_with(config, listen, kube_config, options)

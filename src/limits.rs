@@ -4,6 +4,8 @@
 //!
 //! The per-identity limit applies after verification: an unverified token names no identity
 //! anyone could be charged for, and is cheap to refuse; the in-flight cap covers such garbage.
+//! A request takes its in-flight slot only once its body has arrived, within a deadline: a
+//! client that stalls mid-body holds a connection for that long, never a slot.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -29,6 +31,12 @@ pub struct LimitSettings {
     pub per_identity_burst: u32,
     /// Token requests handled at once; further ones get 503 immediately. `0` means no cap.
     pub max_in_flight: usize,
+    /// A request body must have arrived this long after the request head, or the request gets
+    /// 408 and its connection is closed.
+    pub request_body_timeout: Duration,
+    /// Connections one peer address may hold open at once; further ones are closed as soon
+    /// as they are accepted. `0` means no cap (every connection comes through one proxy).
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for LimitSettings {
@@ -37,6 +45,8 @@ impl Default for LimitSettings {
             per_identity_rate: 10.0,
             per_identity_burst: 20,
             max_in_flight: 512,
+            request_body_timeout: Duration::from_secs(10),
+            max_connections_per_peer: 64,
         }
     }
 }
@@ -45,6 +55,7 @@ impl Default for LimitSettings {
 pub struct Limits {
     identities: Option<IdentityLimiter>,
     in_flight: Option<Arc<Semaphore>>,
+    request_body_timeout: Duration,
 }
 
 /// A request was refused by a limit; retry after this many whole seconds (at least 1).
@@ -64,7 +75,13 @@ impl Limits {
             }),
             in_flight: (settings.max_in_flight > 0)
                 .then(|| Arc::new(Semaphore::new(settings.max_in_flight))),
+            request_body_timeout: settings.request_body_timeout,
         }
+    }
+
+    /// How long a request body may take to arrive after the request head.
+    pub fn request_body_timeout(&self) -> Duration {
+        self.request_body_timeout
     }
 
     /// Charges one request to the identity `(issuer, subject)`.
@@ -276,6 +293,7 @@ mod tests {
             per_identity_rate: 0.0,
             per_identity_burst: 1,
             max_in_flight: 0,
+            ..LimitSettings::default()
         });
         let held: Vec<_> = (0..1000).map(|_| limits.enter().unwrap()).collect();
         for _ in 0..1000 {

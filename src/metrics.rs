@@ -16,6 +16,39 @@ const TTL_BUCKETS: &[f64] = &[
     600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
 ];
 
+/// Every `(endpoint, outcome)` label pair of `requests_total`: all are exported at 0 from
+/// the start, and a request is counted under one of them only.
+pub const REQUEST_OUTCOMES: &[(&str, &[&str])] = &[
+    (
+        "token",
+        &[
+            "issued",
+            "dry_run",
+            "denied",
+            "invalid_token",
+            "invalid_request",
+            "error",
+        ],
+    ),
+    (
+        "oauth",
+        &[
+            "issued",
+            "denied",
+            "invalid_token",
+            "invalid_request",
+            "error",
+        ],
+    ),
+    (
+        "grants",
+        &["listed", "invalid_token", "invalid_request", "error"],
+    ),
+];
+
+/// The `result` values of `jwks_fetches_total` and `config_reloads_total`.
+const RESULTS: [&str; 2] = ["success", "error"];
+
 /// Every metric tokenvend exports.
 pub struct Metrics {
     registry: Registry,
@@ -142,11 +175,43 @@ impl Metrics {
             registry,
         };
         metrics.register_all();
-        // Both series exist from the start, so that a dashboard shows 0 rather than nothing.
-        for scope in [RateLimitScope::Identity, RateLimitScope::InFlight] {
-            metrics.rate_limited.with_label_values(&[scope.as_str()]);
-        }
+        metrics.export_fixed_series();
         metrics
+    }
+
+    /// Creates (at 0) every series whose labels come from a fixed set, so that an alert on
+    /// `rate()` or `increase()` has a series before the first event.
+    fn export_fixed_series(&self) {
+        for (endpoint, outcomes) in REQUEST_OUTCOMES {
+            for outcome in *outcomes {
+                self.requests.with_label_values(&[endpoint, outcome]);
+            }
+            self.request_duration.with_label_values(&[endpoint]);
+        }
+        for scope in [RateLimitScope::Identity, RateLimitScope::InFlight] {
+            self.rate_limited.with_label_values(&[scope.as_str()]);
+        }
+        for result in RESULTS {
+            self.config_reloads.with_label_values(&[result]);
+        }
+    }
+
+    /// Creates (at 0) the series of every issuer and policy of a config about to be put in
+    /// force, at start and at each reload. Series already there keep their values.
+    pub fn export_config_series<'c>(
+        &self,
+        issuers: impl IntoIterator<Item = &'c str>,
+        policies: impl IntoIterator<Item = &'c str>,
+    ) {
+        for issuer in issuers {
+            for result in RESULTS {
+                self.jwks_fetches.with_label_values(&[issuer, result]);
+            }
+            self.replays.with_label_values(&[issuer]);
+        }
+        for policy in policies {
+            self.tokens_issued.with_label_values(&[policy]);
+        }
     }
 
     fn register_all(&self) {
@@ -190,8 +255,14 @@ impl Metrics {
         String::from_utf8(buffer).expect("the text format is UTF-8")
     }
 
-    /// One finished request: `endpoint` is a route name, `outcome` a fixed code.
+    /// One finished request: `endpoint` and `outcome` are a pair of [`REQUEST_OUTCOMES`].
     pub fn request_finished(&self, endpoint: &'static str, outcome: &'static str, seconds: f64) {
+        debug_assert!(
+            REQUEST_OUTCOMES
+                .iter()
+                .any(|(e, outcomes)| *e == endpoint && outcomes.contains(&outcome)),
+            "{endpoint}/{outcome} is missing from REQUEST_OUTCOMES"
+        );
         self.requests.with_label_values(&[endpoint, outcome]).inc();
         self.request_duration
             .with_label_values(&[endpoint])

@@ -80,6 +80,10 @@ pub async fn reload(
     if config.kubernetes != *kubernetes {
         tracing::warn!("the kubernetes: settings changed; they take effect at the next restart");
     }
+    state.metrics.export_config_series(
+        config.issuers.iter().map(|issuer| issuer.name.as_str()),
+        config.policies.iter().map(|policy| policy.name.as_str()),
+    );
     state.replace(Snapshot::new(verifier, config.policies));
     state.metrics.config_reload(true);
     tracing::info!(%cause, path = %path.display(), "config reloaded");

@@ -1,10 +1,13 @@
 //! Serving a router on a TCP listener with the limits `axum::serve` does not set: a deadline
-//! for reading request headers (slowloris), a cap on concurrent connections, optional TLS with
-//! a handshake deadline, and a bounded drain at shutdown.
+//! for reading request headers (slowloris) that also closes idle keep-alive connections, a cap
+//! on concurrent connections and one per peer address, optional TLS with a handshake deadline,
+//! and a bounded drain at shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -20,10 +23,16 @@ use tower::ServiceExt;
 /// Connection-level limits of a listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
-    /// A client must send a complete request head within this time, or the connection is closed.
+    /// A client must send a complete request head within this time, or the connection is
+    /// closed. The clock also runs while a keep-alive connection waits for its next request,
+    /// so this is the idle timeout too.
     pub header_read_timeout: Duration,
     /// Connections served at once; further clients wait in the accept backlog.
     pub max_connections: usize,
+    /// Connections one peer address may hold at once; further ones are closed as soon as they
+    /// are accepted, so that one client cannot take every connection. `0` (the default here;
+    /// `serve` sets its own): no cap.
+    pub max_connections_per_peer: usize,
     /// A TLS client must complete its handshake within this time.
     pub handshake_timeout: Duration,
     /// At shutdown, in-flight requests get this long to finish.
@@ -35,6 +44,7 @@ impl Default for ServerLimits {
         Self {
             header_read_timeout: Duration::from_secs(5),
             max_connections: 1024,
+            max_connections_per_peer: 0,
             handshake_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
         }
@@ -56,6 +66,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = Arc::new(PeerConnections::new(limits.max_connections_per_peer));
     // HTTP/1.1 only: the version sniffing of hyper-util's auto builder waits for a first byte
     // with no deadline, and no client of ours needs HTTP/2.
     let mut builder = http1::Builder::new();
@@ -77,12 +88,18 @@ pub async fn serve(
                 Err(error) => return Err(error),
             },
         };
+        let Some(peer_slot) = peers.enter(peer.ip()) else {
+            // Closed unread: the client learns nothing but that it has too many connections open.
+            drop(tcp);
+            continue;
+        };
         let router = router.clone();
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _peer_slot = peer_slot;
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
@@ -119,6 +136,83 @@ pub async fn serve(
         tracing::warn!("drain timeout: closing connections with requests still in flight");
     }
     Ok(())
+}
+
+/// Open connections per peer address, for the per-peer cap.
+struct PeerConnections {
+    /// `0`: no cap (nothing is counted).
+    cap: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+    /// When a refusal was last logged; refusals come in floods, the log gets one line a minute.
+    last_warned: Mutex<Option<Instant>>,
+}
+
+/// How often a refused connection is logged at most.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+impl PeerConnections {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            open: Mutex::new(HashMap::new()),
+            last_warned: Mutex::new(None),
+        }
+    }
+
+    /// Counts one more connection from `peer`, until the returned slot drops; `None` when the
+    /// peer already holds the cap.
+    fn enter(self: &Arc<Self>, peer: IpAddr) -> Option<PeerSlot> {
+        if self.cap == 0 {
+            return Some(PeerSlot { counted: None });
+        }
+        let peer = peer.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(peer).or_insert(0);
+        if *count >= self.cap {
+            drop(open);
+            self.log_refusal(peer);
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            counted: Some((Arc::clone(self), peer)),
+        })
+    }
+
+    fn leave(&self, peer: IpAddr) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&peer) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&peer);
+            }
+        }
+    }
+
+    fn log_refusal(&self, peer: IpAddr) {
+        let now = Instant::now();
+        let mut last = self
+            .last_warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL) {
+            *last = Some(now);
+            tracing::warn!(%peer, cap = self.cap, "a peer reached the per-peer connection cap; its further connections are closed (behind a proxy, set --max-connections-per-peer 0)");
+        }
+    }
+}
+
+/// One counted connection; uncounted when dropped.
+struct PeerSlot {
+    counted: Option<(Arc<PeerConnections>, IpAddr)>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Some((peers, peer)) = &self.counted {
+            peers.leave(*peer);
+        }
+    }
 }
 
 /// Errors about one incoming connection (reset before accept), not the listener.
@@ -222,6 +316,52 @@ mod tests {
             closed_within(&mut idle, Duration::from_secs(10)).await,
             "idle keep-alive connection not closed"
         );
+        let _ = stop.send(());
+    }
+
+    #[tokio::test]
+    async fn a_peer_at_its_connection_cap_is_refused_while_other_peers_are_served() {
+        let limits = ServerLimits {
+            max_connections_per_peer: 2,
+            ..ServerLimits::default()
+        };
+        let (addr, stop, _task) = start(limits).await;
+        let from = |source: &'static str| async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+            let mut stream = socket.connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            stream
+        };
+        let mut held = vec![from("127.0.0.2").await, from("127.0.0.2").await];
+        let mut buffer = [0u8; 256];
+        for stream in &mut held {
+            assert!(stream.read(&mut buffer).await.unwrap() > 0, "not served");
+        }
+        let mut third = from("127.0.0.2").await;
+        assert_eq!(
+            third.read(&mut buffer).await.unwrap_or(0),
+            0,
+            "a third connection from the same peer was served"
+        );
+        let mut other = from("127.0.0.3").await;
+        let n = other.read(&mut buffer).await.unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..n]).ends_with("127.0.0.3"));
+        // A closed connection frees its place (once the service has seen it close).
+        held.pop();
+        let mut served_again = false;
+        for _ in 0..50 {
+            let mut again = from("127.0.0.2").await;
+            if again.read(&mut buffer).await.unwrap_or(0) > 0 {
+                served_again = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(served_again, "not served after a close");
         let _ = stop.send(());
     }
 

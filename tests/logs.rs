@@ -113,7 +113,12 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         .await
         .unwrap();
     assert_eq!(upstream.status(), 502);
-    assert_eq!(upstream.headers()["x-request-id"], "upstream-1");
+    // The caller's X-Request-Id is kept beside tokenvend's own id, never in its place.
+    let upstream_request_id = upstream.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(upstream_request_id, "upstream-1");
     app.stop().await;
 
     let (logs, audit) = (logs.text(), audit.text());
@@ -172,7 +177,7 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
     assert_issued(first, &first_request_id, &presented, &issued_json);
     assert_denied(&records[2], &denied);
     assert_invalid_token(&records[3]);
-    assert_upstream_error(&records[4], &ghost);
+    assert_upstream_error(&records[4], &ghost, &upstream_request_id);
     assert_request_ids_in_log_lines(&logs);
     for token in [
         &presented,
@@ -196,9 +201,10 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
 }
 
 /// Every field of DESIGN §6, present in every record (null when it does not apply).
-const AUDIT_FIELDS: [&str; 16] = [
+const AUDIT_FIELDS: [&str; 17] = [
     "time",
     "request_id",
+    "client_request_id",
     "outcome",
     "reason",
     "issuer",
@@ -227,6 +233,7 @@ fn claims_of(token: &str) -> Value {
 
 fn assert_issued(record: &Value, request_id: &str, presented: &str, response: &Value) {
     assert_eq!(record["request_id"], request_id);
+    assert_eq!(record["client_request_id"], Value::Null);
     assert_eq!(record["reason"], "issued");
     assert_eq!(record["jti"], claims_of(presented)["jti"]);
     assert_eq!(record["audiences"], response["audiences"]);
@@ -282,8 +289,10 @@ fn assert_invalid_token(record: &Value) {
     }
 }
 
-fn assert_upstream_error(record: &Value, presented: &str) {
-    assert_eq!(record["request_id"], "upstream-1");
+fn assert_upstream_error(record: &Value, presented: &str, request_id: &str) {
+    assert_eq!(record["request_id"], request_id);
+    assert!(uuid::Uuid::parse_str(request_id).is_ok(), "{record}");
+    assert_eq!(record["client_request_id"], "upstream-1");
     assert_eq!(record["reason"], "upstream_404");
     assert_eq!(record["issuer"], "local");
     assert_eq!(record["subject"], "ghost-sub");
@@ -300,16 +309,22 @@ fn assert_upstream_error(record: &Value, presented: &str) {
 
 /// The request id a JSON log line carries: its own span's, or an enclosing span's.
 fn request_id_of(line: &Value) -> Option<&str> {
-    line["span"]["request_id"].as_str().or_else(|| {
+    span_field(line, "request_id")
+}
+
+/// A field of the line's own span or of an enclosing one.
+fn span_field<'l>(line: &'l Value, field: &str) -> Option<&'l str> {
+    line["span"][field].as_str().or_else(|| {
         line["spans"]
             .as_array()?
             .iter()
-            .find_map(|span| span["request_id"].as_str())
+            .find_map(|span| span[field].as_str())
     })
 }
 
 /// Every application log line written while handling a request carries its request id: the
-/// request path's own lines, and the kube client's lines for the TokenRequest it sends.
+/// request path's own lines, and the kube client's lines for the TokenRequest it sends. A
+/// caller's own `X-Request-Id` is beside it.
 fn assert_request_ids_in_log_lines(logs: &str) {
     let lines: Vec<Value> = logs
         .lines()
@@ -332,7 +347,7 @@ fn assert_request_ids_in_log_lines(logs: &str) {
     assert!(checked >= 20, "only {checked} request-path lines");
     let upstream: Vec<&str> = lines
         .iter()
-        .filter(|line| request_id_of(line) == Some("upstream-1"))
+        .filter(|line| span_field(line, "client_request_id") == Some("upstream-1"))
         .filter_map(|line| line["message"].as_str())
         .collect();
     for message in ["token request failed", "request finished", "requesting"] {

@@ -1,5 +1,6 @@
-//! Per-request context: the request id (accepted from `X-Request-Id` when well-formed, else
-//! generated), returned on every response and written into every error body and log line.
+//! Per-request context: the request id (always generated here, returned on every response and
+//! written into every error body, log line and audit record), and the caller's own
+//! `X-Request-Id`, kept beside it when well-formed so that callers can correlate.
 
 use std::net::SocketAddr;
 
@@ -20,26 +21,37 @@ const MAX_REQUEST_ID_LEN: usize = 64;
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub request_id: String,
+    /// The caller's `X-Request-Id`, if well-formed; never used as the request id, which a
+    /// caller could otherwise set to another request's id and muddle the audit trail.
+    pub client_request_id: Option<String>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
-struct RequestId(String);
+struct RequestIds {
+    own: String,
+    client: Option<String>,
+}
 
 /// Assigns the request id, runs the request inside a span carrying it, and renders pending
 /// error bodies with it.
 pub async fn request_context(mut request: Request, next: Next) -> Response {
-    let request_id = request
+    let request_id = new_request_id();
+    let client_request_id = request
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .filter(|id| is_acceptable_request_id(id))
-        .map_or_else(new_request_id, str::to_owned);
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
-    let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
+        .map(str::to_owned);
+    let span = tracing::info_span!("request", request_id = %request_id, client_request_id = tracing::field::Empty, method = %request.method(), path = %request.uri().path());
+    if let Some(client) = &client_request_id {
+        span.record("client_request_id", client.as_str());
+    }
+    request.extensions_mut().insert(RequestIds {
+        own: request_id.clone(),
+        client: client_request_id,
+    });
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     // Debug, not info: every token decision already has its audit record and every refusal its
@@ -90,11 +102,13 @@ fn is_acceptable_request_id(id: &str) -> bool {
 impl RequestContext {
     /// An audit record for this request, to fill in as it is decided.
     pub fn audit_record(&self) -> crate::audit::AuditRecord {
-        crate::audit::AuditRecord::new(
+        let mut record = crate::audit::AuditRecord::new(
             &self.request_id,
             self.client_ip.clone(),
             self.user_agent.as_deref(),
-        )
+        );
+        record.client_request_id.clone_from(&self.client_request_id);
+        record
     }
 }
 
@@ -102,10 +116,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let request_id = parts
+        let (request_id, client_request_id) = parts
             .extensions
-            .get::<RequestId>()
-            .map(|id| id.0.clone())
+            .get::<RequestIds>()
+            .map(|ids| (ids.own.clone(), ids.client.clone()))
             .unwrap_or_default();
         let client_ip = parts
             .extensions
@@ -118,6 +132,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .map(str::to_owned);
         Ok(Self {
             request_id,
+            client_request_id,
             client_ip,
             user_agent,
         })

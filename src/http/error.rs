@@ -35,6 +35,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is too large")]
     PayloadTooLarge,
+    /// The request body did not arrive within the body deadline (408); the connection is
+    /// closed, since the rest of the body could still arrive on it.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed")]
@@ -78,6 +82,7 @@ impl ApiError {
             Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream(MintError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
@@ -97,6 +102,7 @@ impl ApiError {
             Self::AccessDenied(_) => "access_denied",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Upstream(MintError::Timeout(_)) => "upstream_timeout",
@@ -166,6 +172,9 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
                 );
+            }
+            Self::RequestTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! The HTTP surface: the public router (token exchange, health, the OpenAPI document) and the
 //! admin router (metrics). Handlers are thin: they parse, call the core, and answer.
 
+mod body;
 mod context;
 mod error;
 mod exchange;
@@ -164,13 +165,18 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// The public listener's routes. Only the token endpoints are subject to load shedding:
-/// health probes must answer however busy the service is.
+/// health probes must answer however busy the service is. A token request's body is read
+/// (within its deadline) before the request takes an in-flight slot.
 pub fn public_router(state: AppState) -> Router {
     let token_routes = Router::new()
         .route("/v1/token", post(token::issue))
         .route("/oauth2/token", post(oauth::exchange))
         .route("/v1/grants", get(grants::list))
-        .route_layer(middleware::from_fn_with_state(state.clone(), shed_load));
+        .route_layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            body::read_within_deadline,
+        ));
     Router::new()
         .merge(token_routes)
         .route("/healthz", get(health::healthz))
@@ -207,8 +213,9 @@ async fn reject_declared_oversize(request: Request, next: middleware::Next) -> R
     next.run(request).await
 }
 
-/// Refuses a request at once with 503 when the in-flight cap is reached, before its body or
-/// token is read; otherwise holds a slot until the response is produced.
+/// Refuses a request at once with 503 when the in-flight cap is reached, before its token is
+/// read (its body has been read by then); otherwise holds a slot until the response is
+/// produced.
 async fn shed_load(
     State(app): State<AppState>,
     request: Request,

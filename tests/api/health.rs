@@ -103,3 +103,65 @@ async fn the_openapi_document_is_served_and_names_every_public_route() {
     }
     app.stop().await;
 }
+
+/// Whether `value` conforms to the JSON Schema subset openapi.yaml uses for this document
+/// (`type`, `required`, `properties`, `const`, `enum`); `$ref`s are not followed.
+fn conforms(value: &Value, schema: &Value) -> Result<(), String> {
+    if let Some(kind) = schema["type"].as_str() {
+        let matches = match kind {
+            "object" => value.is_object(),
+            "string" => value.is_string(),
+            "array" => value.is_array(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            other => return Err(format!("unexpected schema type {other}")),
+        };
+        if !matches {
+            return Err(format!("not of type {kind}"));
+        }
+    }
+    if let Some(constant) = schema.get("const")
+        && value != constant
+    {
+        return Err(format!("{value} is not {constant}"));
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return Err(format!("{value} is not one of {allowed:?}"));
+    }
+    for key in schema["required"].as_array().into_iter().flatten() {
+        let key = key.as_str().unwrap();
+        if value.get(key).is_none() {
+            return Err(format!("{key} is missing"));
+        }
+    }
+    for (key, property) in schema["properties"].as_object().into_iter().flatten() {
+        if let Some(present) = value.get(key) {
+            conforms(present, property).map_err(|e| format!("{key}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_conforms_to_the_schema_it_declares_for_itself() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .get(format!("{}/openapi.yaml", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/yaml");
+    // A schema-aware client parses the YAML body and checks the value against the schema.
+    let served: Value = serde_saphyr::from_str(&response.text().await.unwrap()).unwrap();
+    let declared = &served["paths"]["/openapi.yaml"]["get"]["responses"]["200"]["content"]["application/yaml"]
+        ["schema"];
+    assert!(declared.is_object(), "no schema declared");
+    if let Err(violation) = conforms(&served, declared) {
+        panic!("the served document violates its declared schema {declared}: {violation}");
+    }
+    app.stop().await;
+}

@@ -24,6 +24,7 @@ async fn an_identity_over_its_budget_gets_429_and_others_are_unaffected() {
         per_identity_rate: 0.01,
         per_identity_burst: 2,
         max_in_flight: 512,
+        ..LimitSettings::default()
     })
     .await;
     let webapp = app.id_token(webapp_claims());
@@ -76,6 +77,7 @@ async fn the_oauth_endpoint_shares_the_identity_budget() {
         per_identity_rate: 0.01,
         per_identity_burst: 1,
         max_in_flight: 512,
+        ..LimitSettings::default()
     })
     .await;
     let webapp = app.id_token(webapp_claims());

@@ -10,5 +10,6 @@ mod metrics;
 mod oauth;
 mod policy;
 mod reload;
+mod slow_clients;
 mod token;
 mod upstream;

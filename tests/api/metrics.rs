@@ -99,3 +99,83 @@ async fn metrics_are_served_on_the_admin_listener_only() {
     assert_eq!(admin.status(), 200);
     app.stop().await;
 }
+
+/// Every series whose labels are known at start: an alert on `rate()` or `increase()` of any
+/// of them has a series to work on before the first event.
+fn series_known_at_start() -> Vec<String> {
+    let mut series = Vec::new();
+    for (endpoint, outcomes) in [
+        (
+            "token",
+            &[
+                "issued",
+                "dry_run",
+                "denied",
+                "invalid_token",
+                "invalid_request",
+                "error",
+            ][..],
+        ),
+        (
+            "oauth",
+            &[
+                "issued",
+                "denied",
+                "invalid_token",
+                "invalid_request",
+                "error",
+            ][..],
+        ),
+        (
+            "grants",
+            &["listed", "invalid_token", "invalid_request", "error"][..],
+        ),
+    ] {
+        for outcome in outcomes {
+            series.push(format!(
+                r#"tokenvend_requests_total{{endpoint="{endpoint}",outcome="{outcome}"}}"#
+            ));
+        }
+        series.push(format!(
+            r#"tokenvend_request_duration_seconds_count{{endpoint="{endpoint}"}}"#
+        ));
+    }
+    for result in ["success", "error"] {
+        series.push(format!(
+            r#"tokenvend_config_reloads_total{{result="{result}"}}"#
+        ));
+    }
+    for scope in ["identity", "in_flight"] {
+        series.push(format!(
+            r#"tokenvend_rate_limited_total{{scope="{scope}"}}"#
+        ));
+    }
+    for policy in ["deploy", "ghost", "unauthorised"] {
+        series.push(format!(
+            r#"tokenvend_tokens_issued_total{{policy="{policy}"}}"#
+        ));
+    }
+    series.push(r#"tokenvend_jwks_fetches_total{issuer="local",result="error"}"#.to_owned());
+    series.push(r#"tokenvend_replays_rejected_total{issuer="local"}"#.to_owned());
+    series
+}
+
+#[tokio::test]
+async fn every_series_with_labels_known_at_start_is_exported_at_zero_before_any_request() {
+    let app = spawn_app().await;
+    let metrics = app.metrics().await;
+    let missing: Vec<String> = series_known_at_start()
+        .into_iter()
+        .filter(|series| sample(&metrics, series) != Some(0.0))
+        .collect();
+    assert!(missing.is_empty(), "not at 0: {missing:#?}\n{metrics}");
+    // The issuer's keys were fetched once at start.
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"tokenvend_jwks_fetches_total{issuer="local",result="success"}"#
+        ),
+        Some(1.0)
+    );
+    app.stop().await;
+}

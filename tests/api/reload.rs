@@ -143,6 +143,39 @@ async fn an_invalid_reload_is_refused_and_counted_and_the_old_config_keeps_servi
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test]
+async fn policies_and_issuers_a_reload_adds_are_exported_at_zero() {
+    let dir = tempdir("reload-series");
+    let (app, path) = spawn_app_watching(CONFIG, &dir).await;
+    let second = tokenvend::dev::issuer::LocalIssuer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = CONFIG.replace("{issuer}", app.issuer.url());
+    let second_issuer = format!(
+        "  - name: second\n    url: \"{}\"\n    audiences: [tokenvend]\npolicies:",
+        second.url()
+    );
+    let text = format!(
+        "{}{NEWCOMER}",
+        base.replacen("policies:", &second_issuer, 1)
+    );
+    std::fs::write(&path, text).unwrap();
+    await_reloads(&app, "success", 1.0).await;
+    let metrics = app.metrics().await;
+    let _ = std::fs::remove_dir_all(dir);
+    for series in [
+        r#"tokenvend_tokens_issued_total{policy="newcomer"}"#,
+        r#"tokenvend_replays_rejected_total{issuer="second"}"#,
+        r#"tokenvend_jwks_fetches_total{issuer="second",result="error"}"#,
+        r#"tokenvend_config_reloads_total{result="error"}"#,
+    ] {
+        assert!(
+            metrics.lines().any(|line| line == format!("{series} 0")),
+            "{series} not at 0:\n{metrics}"
+        );
+    }
+}
+
 fn tempdir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tokenvend-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
