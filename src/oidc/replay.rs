@@ -1,5 +1,5 @@
 //! Replay protection: each `(iss, jti)` is exchanged once. Memory is bounded: entries live
-//! until the token's `exp` plus leeway, and a full cache refuses new tokens rather than
+//! until the first second at which the token is refused as expired, and a full cache refuses new tokens rather than
 //! forgetting old ones (forgetting would let them be replayed).
 //!
 //! The record is per process: with several replicas, a token can be exchanged once per
@@ -44,7 +44,7 @@ impl ReplayCache {
         })
     }
 
-    /// Reserves `(iss, jti)` until `forget_after` (Unix seconds). The reservation is released
+    /// Reserves `(iss, jti)` until `forget_after` (Unix seconds; kept while `now < forget_after`). The reservation is released
     /// if dropped uncommitted, so a failed exchange does not burn the token.
     pub fn reserve(
         self: &Arc<Self>,
