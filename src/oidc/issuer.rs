@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::cache::{KeyCache, KeyLookupError};
 use super::claims::{ClaimError, ClaimSet, RegisteredClaims, reject_control_characters};
-use super::replay::{self, ReplayCache, ReplayError, Reservation};
+use super::replay::{ReplayCache, ReplayTicket};
 use super::token::UnverifiedToken;
 use super::{IssuerSettings, VerifiedToken, VerifyError};
 use crate::metrics::Metrics;
@@ -30,20 +30,25 @@ pub struct Issuer {
     settings: IssuerSettings,
     validations: HashMap<Algorithm, Validation>,
     keys: KeyCache,
-    replays: Option<Arc<ReplayCache>>,
+    /// The tokens exchanged from this issuer's URL; consulted with `replayProtection` only,
+    /// but kept either way so that switching it off and on again forgets nothing.
+    replays: Arc<ReplayCache>,
     metrics: Arc<Metrics>,
 }
 
 impl Issuer {
-    pub fn new(settings: IssuerSettings, keys: KeyCache, metrics: Arc<Metrics>) -> Self {
+    /// `replays` is this issuer URL's record: a fresh one, or the one in force before a reload.
+    pub fn new(
+        settings: IssuerSettings,
+        keys: KeyCache,
+        replays: Arc<ReplayCache>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let validations = settings
             .algorithms
             .iter()
             .map(|&alg| (alg, strict_validation(&settings, alg)))
             .collect();
-        let replays = settings
-            .replay_protection
-            .then(|| ReplayCache::new(replay::DEFAULT_CAPACITY));
         Self {
             settings,
             validations,
@@ -59,6 +64,11 @@ impl Issuer {
 
     pub fn keys(&self) -> &KeyCache {
         &self.keys
+    }
+
+    /// The tokens exchanged from this issuer, to carry into the next config.
+    pub fn replays(&self) -> &Arc<ReplayCache> {
+        &self.replays
     }
 
     /// Verifies a token already routed here by its claimed `iss`.
@@ -90,12 +100,12 @@ impl Issuer {
         self.check_times(&registered, now)?;
         self.check_audiences(&claims)?;
         reject_control_characters(&claims).map_err(VerifyError::InvalidClaims)?;
-        let reservation = self.reserve(&registered, now)?;
+        let replay = self.check_replay(&registered, now)?;
         Ok(VerifiedToken {
             issuer: self.settings.name.clone(),
             registered,
             claims,
-            reservation,
+            replay,
         })
     }
 
@@ -123,28 +133,30 @@ impl Issuer {
         }
     }
 
-    /// With replay protection, marks `(iss, jti)` as in use until the token expires.
-    fn reserve(
+    /// With replay protection: refuses a token already exchanged, and returns what reserves it
+    /// once a policy grants it (the reservation is charged to that policy's share). The
+    /// record is kept until the token can no longer be accepted.
+    fn check_replay(
         &self,
         claims: &RegisteredClaims,
         now: u64,
-    ) -> Result<Option<Reservation>, VerifyError> {
-        let Some(replays) = &self.replays else {
+    ) -> Result<Option<ReplayTicket>, VerifyError> {
+        if !self.settings.replay_protection {
             return Ok(None);
-        };
+        }
         let Some(jti) = &claims.jti else {
             return Err(VerifyError::InvalidClaims(ClaimError::Invalid("jti")));
         };
-        replays
-            .reserve(&claims.iss, jti, last_accepted_second(claims.exp) + 1, now)
-            .map(Some)
-            .map_err(|error| match error {
-                ReplayError::Replayed => {
-                    self.metrics.replay_rejected(&self.settings.name);
-                    VerifyError::Replayed
-                }
-                ReplayError::Full => VerifyError::ReplayCacheFull,
-            })
+        if self.replays.is_recorded(&claims.iss, jti, now) {
+            self.metrics.replay_rejected(&self.settings.name);
+            return Err(VerifyError::Replayed);
+        }
+        Ok(Some(ReplayTicket {
+            cache: Arc::clone(&self.replays),
+            iss: claims.iss.clone(),
+            jti: jti.clone(),
+            forget_at: last_accepted_second(claims.exp) + 1,
+        }))
     }
 
     /// Every time claim against the one clock `now`, which also dates the replay record: the
@@ -251,7 +263,8 @@ mod tests {
     async fn verifier(key: &SigningKey) -> Verifier {
         crate::crypto::install_providers().unwrap();
         let body = jwk_set(&[key]).into_bytes();
-        let verifier = Verifier::new(&[settings()], &Arc::new(Metrics::new()), |_| {
+        let records = crate::oidc::ReplayRecords::default();
+        let verifier = Verifier::new(&[settings()], &Arc::new(Metrics::new()), records, |_| {
             Ok(Arc::new(StaticKeys(body.clone())))
         })
         .unwrap();
@@ -276,7 +289,11 @@ mod tests {
         let exp = 4_000_000_000;
         let raw = token(&key, exp);
         let first = verifier.verify(&raw, exp - 300).await.unwrap();
-        first.reservation.unwrap().commit();
+        first
+            .reserve("deploy", exp - 300)
+            .unwrap()
+            .unwrap()
+            .commit();
         for now in [exp, exp + LEEWAY_SECS] {
             assert_eq!(
                 verifier.verify(&raw, now).await.unwrap_err(),

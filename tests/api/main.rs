@@ -10,5 +10,6 @@ mod metrics;
 mod oauth;
 mod policy;
 mod reload;
+mod replay;
 mod token;
 mod upstream;
