@@ -15,7 +15,7 @@ use crate::http::{AppState, KubeconfigCluster, admin_router, public_router};
 use crate::k8s::{ApiContact, KubeMinter, Minter, probe};
 use crate::limits::{LimitSettings, Limits};
 use crate::metrics::Metrics;
-use crate::oidc::Verifier;
+use crate::oidc::{ReplayRecords, Verifier};
 use crate::server::{self, ServerLimits};
 use crate::tls::{ReloadingCert, TlsFiles};
 
@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub limits: LimitSettings,
     /// At shutdown, in-flight requests get this long to finish.
     pub shutdown_grace_period: Duration,
+    /// Replay records one granting policy may hold per issuer (tests shorten it).
+    pub replay_share: usize,
 }
 
 impl Default for ServeOptions {
@@ -53,6 +55,7 @@ impl Default for ServeOptions {
             tls_poll_interval: crate::tls::DEFAULT_POLL_INTERVAL,
             limits: LimitSettings::default(),
             shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
+            replay_share: crate::oidc::DEFAULT_SHARE,
         }
     }
 }
@@ -107,7 +110,11 @@ impl Application {
         crate::crypto::install_providers()?;
         let tls = options.tls.clone().map(public_tls).transpose()?;
         let metrics = Arc::new(Metrics::new());
-        let verifier = Arc::new(Verifier::over_http(&config.issuers, &metrics)?);
+        let verifier = Arc::new(Verifier::over_http(
+            &config.issuers,
+            &metrics,
+            ReplayRecords::with_share(options.replay_share),
+        )?);
         let kubeconfig_cluster = kubeconfig_cluster(&config.kubernetes, &kube_config)?;
         let client = kube::Client::try_from(kube_config)?;
         let contact = Arc::new(ApiContact::default());

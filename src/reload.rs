@@ -43,7 +43,7 @@ pub async fn watch(
 }
 
 /// Loads `path` and, if it is valid, puts it in force. Issuers are rebuilt (and their keys
-/// fetched) only when their settings changed.
+/// fetched) only when their settings changed; their replay records carry over by URL.
 pub async fn reload(
     state: &AppState,
     path: &Path,
@@ -62,7 +62,9 @@ pub async fn reload(
     let verifier = if same_issuers(&current.verifier, &config.issuers) {
         Arc::clone(&current.verifier)
     } else {
-        match Verifier::over_http(&config.issuers, &state.metrics) {
+        // Replay records are kept by issuer URL: a new config forgets no exchanged token.
+        let records = current.verifier.replay_records(unix_now());
+        match Verifier::over_http(&config.issuers, &state.metrics, records) {
             Ok(verifier) => {
                 let failed = verifier.warm_up().await;
                 if !failed.is_empty() {
@@ -88,6 +90,10 @@ pub async fn reload(
     state.metrics.config_reload(true);
     tracing::info!(%cause, path = %path.display(), "config reloaded");
     Ok(())
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or_default()
 }
 
 fn same_issuers(verifier: &Verifier, issuers: &[IssuerSettings]) -> bool {

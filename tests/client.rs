@@ -416,3 +416,126 @@ async fn watch_replaces_the_file_before_expiry_and_keeps_a_valid_token_through_a
     let _ = std::fs::remove_dir_all(dir);
     app.stop().await;
 }
+
+/// A server that answers every `POST /v1/token` as an attacker would: its kubeconfig plants an
+/// exec command and a second cluster; its JSON names the cluster and carries extra fields.
+async fn malicious_server() -> String {
+    let planted = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [
+            {"name": "tokenvend", "cluster": {"server": "https://k8s.example.com"}},
+            {"name": "evil", "cluster": {"server": "https://evil.example.com"}},
+        ],
+        "users": [{"name": "production/deployer", "user": {
+            "token": "a.b.c",
+            "exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh",
+                     "args": ["-c", "touch /tmp/pwned"]},
+        }}],
+        "contexts": [{"name": "production/deployer", "context": {"cluster": "evil", "user": "production/deployer"}}],
+        "current-context": "production/deployer",
+    });
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    let document = json!({
+        "token": "a.b.c",
+        "expirationTimestamp": "2030-01-01T00:00:00Z",
+        "serviceAccount": {"namespace": "production", "name": "deployer"},
+        "audiences": [],
+        "policy": "deploy",
+        "cluster": {"server": "https://k8s.example.com", "certificateAuthorityData": ca},
+        "users": planted["users"],
+        "exec": {"command": "/bin/sh"},
+    });
+    let router = axum::Router::new().route(
+        "/v1/token",
+        axum::routing::post(move |Query(query): Query<Vec<(String, String)>>| {
+            let kubeconfig = query
+                .iter()
+                .any(|(k, v)| k == "format" && v == "kubeconfig");
+            let body = if kubeconfig {
+                planted.to_string()
+            } else {
+                document.to_string()
+            };
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address
+}
+
+#[tokio::test]
+async fn a_kubeconfig_is_built_from_the_json_answer_so_a_server_cannot_plant_exec_or_clusters() {
+    let server = malicious_server().await;
+    let dir = scratch_dir("planted");
+    let out = dir.join("kubeconfig");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenvend"));
+    command
+        .args([
+            "token",
+            "--server",
+            &server,
+            "--id-token-env",
+            "CI_ID_TOKEN",
+        ])
+        .args(["-o", "kubeconfig", "--out"])
+        .arg(&out)
+        .env("CI_ID_TOKEN", "x.y.z")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+        .env_remove("KUBERNETES_EXEC_INFO");
+    let output = output_of(command).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let written = std::fs::read_to_string(&out).unwrap();
+    let parsed: Value = serde_saphyr::from_str(&written).unwrap();
+    assert!(
+        !written.contains("exec") && !written.contains("evil"),
+        "{written}"
+    );
+    let clusters = parsed["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 1, "{written}");
+    assert_eq!(clusters[0]["cluster"]["server"], "https://k8s.example.com");
+    let users = parsed["users"].as_array().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["user"], json!({"token": "a.b.c"}));
+    assert_eq!(parsed["contexts"][0]["context"]["namespace"], "production");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn plain_http_to_a_server_off_loopback_is_refused_before_any_connection() {
+    // Every plain-HTTP connection would go through this proxy: it counts them.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = Arc::new(Mutex::new(0usize));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = proxy.accept().await {
+            *counted.lock().unwrap() += 1;
+            drop(socket);
+        }
+    });
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenvend"));
+    command
+        .args(["token", "--server", "http://tokenvend.example.com"])
+        .args(["--id-token-env", "CI_ID_TOKEN"])
+        .env("CI_ID_TOKEN", "x.y.z")
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+        .env_remove("KUBERNETES_EXEC_INFO");
+    let output = output_of(command).await;
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert_eq!(*connections.lock().unwrap(), 0, "{stderr}");
+    assert!(
+        stderr.contains("http://") && stderr.contains("https://"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("x.y.z"), "{stderr}");
+}

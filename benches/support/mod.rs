@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokenvend::config::Config;
 use tokenvend::dev::keys::{SigningKey, jwk_set};
 use tokenvend::metrics::Metrics;
-use tokenvend::oidc::{BoxFuture, FetchError, Fetched, KeyFetcher, Verifier};
+use tokenvend::oidc::{BoxFuture, FetchError, Fetched, KeyFetcher, ReplayRecords, Verifier};
 
 /// The `iss` of every benchmark token; never contacted.
 pub const ISSUER_URL: &str = "http://127.0.0.1:9";
@@ -67,7 +67,7 @@ impl Keys {
         let config = Config::parse(CONFIG, Path::new("bench.yaml")).expect("bench config");
         let metrics = Arc::new(Metrics::new());
         let body = jwk_set(&[&rsa, &ec]).into_bytes();
-        let verifier = Verifier::new(&config.issuers, &metrics, |_| {
+        let verifier = Verifier::new(&config.issuers, &metrics, ReplayRecords::default(), |_| {
             Ok(Arc::new(StaticKeys(body.clone())))
         })
         .expect("verifier");

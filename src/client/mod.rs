@@ -47,17 +47,12 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
             client.source.is_repeatable(),
             "--watch cannot re-read an ID token from stdin; use a file, env var or GitHub Actions"
         );
-        anyhow::ensure!(
-            client.output != Output::Kubeconfig,
-            "--watch writes token, json or exec-credential"
-        );
         let obtain = || client.fresh();
         return watch::run(out, args.schedule(), obtain, crate::app::shutdown_signal()).await;
     }
-    let contents = match (client.output, args.cache(&client)) {
-        (Output::Kubeconfig, _) => client.kubeconfig().await?,
-        (_, Some(cache)) => client.cached(&cache).await?,
-        (_, None) => client.fresh().await?.contents,
+    let contents = match args.cache(&client) {
+        Some(cache) => client.cached(&cache).await?,
+        None => client.fresh().await?.contents,
     };
     match &args.out {
         Some(path) => private_file::replace(path, contents.as_bytes())
@@ -76,17 +71,11 @@ impl Client {
         Ok(self.service.token(&id_token, &self.wish).await?)
     }
 
-    /// A kubeconfig, as the service renders it (it knows the cluster).
-    async fn kubeconfig(&self) -> anyhow::Result<String> {
-        let id_token = self.source.fetch(self.service.http()).await?;
-        Ok(self.service.kubeconfig(&id_token, &self.wish).await?)
-    }
-
-    /// A fresh credential, rendered; not for [`Output::Kubeconfig`].
+    /// A fresh credential, rendered.
     async fn fresh(&self) -> anyhow::Result<watch::Fresh> {
         let document = self.document().await?;
         Ok(watch::Fresh {
-            contents: output::render(&document, self.output).expect("not a kubeconfig"),
+            contents: output::render(&document, self.output)?,
             expiration: document.expiration_timestamp,
         })
     }
@@ -103,7 +92,7 @@ impl Client {
                 document
             }
         };
-        Ok(output::render(&document, self.output).expect("not a kubeconfig"))
+        output::render(&document, self.output)
     }
 
     /// What distinguishes this request's cached credential from others'.

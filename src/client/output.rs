@@ -1,8 +1,14 @@
 //! What `tokenvend token` prints or writes: the bare token, the service's JSON document, a
-//! kubeconfig (rendered by the service, which knows the cluster), or a kubectl ExecCredential.
+//! kubeconfig or a kubectl ExecCredential. The kubeconfig is built here from the JSON answer's
+//! plain data (cluster, service account, token): a server cannot make it run a command
+//! (`exec`) or point at a cluster of its choosing beside the one it names.
 
-use super::service::TokenDocument;
-use crate::http::ExecCredential;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use super::service::{ClusterData, TokenDocument, check_transport};
+use crate::http::{ExecCredential, KubeconfigCluster, kubeconfig};
+use crate::policy::ServiceAccountRef;
 
 /// The rendering of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,19 +23,54 @@ pub enum Output {
     ExecCredential,
 }
 
-/// Renders a token document as `output`; `None` for [`Output::Kubeconfig`], which only the
-/// service can render.
-pub fn render(document: &TokenDocument, output: Output) -> Option<String> {
-    let text = match output {
+/// Renders a token document as `output`.
+///
+/// # Errors
+/// For [`Output::Kubeconfig`]: the answer names no cluster or service account, or names them
+/// in a form that cannot be used (an API server URL that is not `https://` or loopback
+/// `http://`, trust roots that are not base64 of PEM text, an invalid service account).
+pub fn render(document: &TokenDocument, output: Output) -> anyhow::Result<String> {
+    Ok(match output {
         Output::Token => format!("{}\n", document.token),
         Output::Json => to_json(document),
         Output::ExecCredential => to_json(&ExecCredential::new(
             &document.token,
             document.expiration_timestamp,
         )),
-        Output::Kubeconfig => return None,
+        Output::Kubeconfig => client_kubeconfig(document)?,
+    })
+}
+
+fn client_kubeconfig(document: &TokenDocument) -> anyhow::Result<String> {
+    let (Some(cluster), Some(account)) = (&document.cluster, &document.service_account) else {
+        anyhow::bail!(
+            "the server's answer names no cluster or service account to build a kubeconfig \
+             from; use a newer tokenvend server, or --output token|json|exec-credential"
+        );
     };
-    Some(text)
+    let account = ServiceAccountRef::parse(&format!("{}/{}", account.namespace, account.name))
+        .map_err(|m| {
+            anyhow::anyhow!("the server's answer names an invalid service account: {m}")
+        })?;
+    Ok(kubeconfig(&cluster_of(cluster)?, &account, &document.token))
+}
+
+fn cluster_of(cluster: &ClusterData) -> anyhow::Result<KubeconfigCluster> {
+    check_transport(&cluster.server, "the server's answer: cluster.server")?;
+    let ca_pem = cluster
+        .certificate_authority_data
+        .as_deref()
+        .map(|data| {
+            let pem = STANDARD.decode(data).ok().and_then(|b| String::from_utf8(b).ok());
+            pem.ok_or_else(|| {
+                anyhow::anyhow!("the server's answer: cluster.certificateAuthorityData is not base64 of PEM text")
+            })
+        })
+        .transpose()?;
+    Ok(KubeconfigCluster {
+        server: cluster.server.clone(),
+        ca_pem,
+    })
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {
@@ -46,9 +87,61 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "token": "a.b.c",
             "expirationTimestamp": "2030-01-01T00:00:00Z",
-            "policy": "deploy"
+            "serviceAccount": {"namespace": "production", "name": "deployer"},
+            "policy": "deploy",
+            "cluster": {"server": "https://k8s.example.com", "certificateAuthorityData": STANDARD.encode("PEM")},
         }))
         .unwrap()
+    }
+
+    fn kubeconfig_of(document: &TokenDocument) -> anyhow::Result<serde_json::Value> {
+        let text = render(document, Output::Kubeconfig)?;
+        Ok(serde_saphyr::from_str(&text).unwrap())
+    }
+
+    #[test]
+    fn the_kubeconfig_output_is_built_from_the_answers_cluster_and_service_account() {
+        let parsed = kubeconfig_of(&document()).unwrap();
+        assert_eq!(
+            parsed["clusters"][0]["cluster"]["server"],
+            "https://k8s.example.com"
+        );
+        assert_eq!(
+            parsed["clusters"][0]["cluster"]["certificate-authority-data"],
+            STANDARD.encode("PEM")
+        );
+        assert_eq!(
+            parsed["users"][0]["user"],
+            serde_json::json!({"token": "a.b.c"})
+        );
+        assert_eq!(parsed["contexts"][0]["context"]["namespace"], "production");
+    }
+
+    #[test]
+    fn a_kubeconfig_is_refused_when_the_answer_cannot_make_a_safe_one() {
+        let rows: Vec<(&str, serde_json::Value)> = vec![
+            ("no cluster", serde_json::Value::Null),
+            (
+                "plain http",
+                serde_json::json!({"server": "http://k8s.example.com"}),
+            ),
+            (
+                "not a url",
+                serde_json::json!({"server": "k8s.example.com"}),
+            ),
+            (
+                "ca not base64",
+                serde_json::json!({"server": "https://k8s", "certificateAuthorityData": "%%%"}),
+            ),
+        ];
+        for (case, cluster) in rows {
+            let mut document = document();
+            document.cluster = serde_json::from_value(cluster).unwrap();
+            assert!(kubeconfig_of(&document).is_err(), "{case}");
+        }
+        let mut document = document();
+        document.service_account.as_mut().unwrap().namespace = "a b".into();
+        assert!(kubeconfig_of(&document).is_err(), "invalid service account");
     }
 
     #[test]

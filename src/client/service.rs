@@ -1,5 +1,6 @@
 //! The call to tokenvend's `POST /v1/token`: what to ask for, and the answer read back as a
-//! [`TokenDocument`] (or, for `format=kubeconfig`, the service's kubeconfig text).
+//! [`TokenDocument`]. Always the JSON answer: documents that a tool runs (kubeconfigs) are
+//! built by the client from its plain data, never taken from the server.
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,14 +26,50 @@ pub struct TokenWish {
     pub expiration_seconds: Option<u64>,
 }
 
-/// The service's JSON answer (DESIGN §3), as far as the client needs it.
+/// The service's JSON answer, as far as the client needs it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenDocument {
     pub token: String,
     pub expiration_timestamp: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ServiceAccountName>,
+    /// Where the token is used; older servers do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterData>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `serviceAccount` of the answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceAccountName {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// `cluster` of the answer: the API server and, base64 of PEM, its trust roots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterData {
+    pub server: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority_data: Option<String>,
+}
+
+/// Refuses a URL that would carry a credential in clear: `https://`, or plain `http://` to
+/// 127.0.0.1, localhost or [::1] only. `what` names the URL's origin in the message.
+pub fn check_transport(url: &str, what: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| anyhow::anyhow!("{what} {url:?} is not a URL: {e}"))?;
+    match (parsed.scheme(), parsed.host_str()) {
+        ("https", Some(_)) | ("http", Some("127.0.0.1" | "localhost" | "[::1]")) => Ok(()),
+        ("http", _) => anyhow::bail!(
+            "{what} {url:?}: refusing plain http:// off loopback, which would carry tokens in \
+             clear; use https:// (plain http:// is for 127.0.0.1, localhost and [::1] only)"
+        ),
+        _ => anyhow::bail!("{what} {url:?} must be an https:// URL"),
+    }
 }
 
 /// Why the service gave no token. Never carries a token.
@@ -67,8 +104,10 @@ impl Service {
     /// A client for `server` (its base URL), trusting `ca_file` in addition to the system roots.
     ///
     /// # Errors
-    /// The CA file cannot be read or parsed, or the HTTP client cannot be built.
+    /// `server` is not `https://` (or plain `http://` to loopback), checked before any
+    /// connection; the CA file cannot be read or parsed, or the HTTP client cannot be built.
     pub fn new(server: &str, ca_file: Option<&Path>) -> anyhow::Result<Self> {
+        check_transport(server, "--server")?;
         Ok(Self {
             http: http_client(ca_file)?,
             server: server.trim_end_matches('/').to_owned(),
@@ -89,31 +128,9 @@ impl Service {
         id_token: &SecretString,
         wish: &TokenWish,
     ) -> Result<TokenDocument, ServiceError> {
-        let body = self.call(id_token, wish, "json").await?;
-        serde_json::from_str(&body).map_err(|e| ServiceError::Unreadable(e.to_string()))
-    }
-
-    /// Exchanges `id_token` for a kubeconfig, as the service renders it.
-    ///
-    /// # Errors
-    /// See [`ServiceError`].
-    pub async fn kubeconfig(
-        &self,
-        id_token: &SecretString,
-        wish: &TokenWish,
-    ) -> Result<String, ServiceError> {
-        self.call(id_token, wish, "kubeconfig").await
-    }
-
-    async fn call(
-        &self,
-        id_token: &SecretString,
-        wish: &TokenWish,
-        format: &str,
-    ) -> Result<String, ServiceError> {
         let response = self
             .http
-            .post(format!("{}/v1/token?format={format}", self.server))
+            .post(format!("{}/v1/token?format=json", self.server))
             .bearer_auth(id_token.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(wish).expect("a wish serialises"))
@@ -129,14 +146,14 @@ impl Service {
             .await
             .map_err(|e| ServiceError::Unreadable(e.without_url().to_string()))?;
         if !status.is_success() {
-            // Error bodies are DESIGN §5 documents, which never echo a token.
+            // Error bodies are the service's error documents (openapi.yaml), which never echo a token.
             let body: String = body.chars().take(MAX_ERROR_BODY).collect();
             return Err(ServiceError::Refused {
                 status: status.as_u16(),
                 body: body.trim_end().to_owned(),
             });
         }
-        Ok(body)
+        serde_json::from_str(&body).map_err(|e| ServiceError::Unreadable(e.to_string()))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::audit::{AuditRecord, Outcome, sha256_hex};
 use crate::k8s::{MintRequest, MintedToken};
 use crate::limits::RetryAfter;
 use crate::metrics::RateLimitScope;
-use crate::oidc::VerifiedToken;
+use crate::oidc::{VerifiedToken, VerifyError};
 use crate::policy::{Denial, Grant, Request};
 
 /// Writes the audit record, counts the request and logs a failure once.
@@ -53,22 +53,32 @@ pub(super) async fn exchange_request(
     audit: &mut AuditRecord,
     naming: &str,
 ) -> Result<Issued, ApiError> {
-    let (mut verified, grant) = decide_request(app, credential, request, audit, naming).await?;
+    let (verified, grant) = decide_request(app, credential, request, audit, naming).await?;
+    // Reserved only now that a policy grants the token, and charged to that policy's share:
+    // one policy's traffic cannot fill the record for the others.
+    let reservation = verified
+        .reserve(&grant.policy, unix_now())
+        .map_err(|error| {
+            if error == VerifyError::Replayed {
+                app.metrics.replay_rejected(&verified.issuer);
+            }
+            ApiError::InvalidToken(error)
+        })?;
     let mint = MintRequest {
         service_account: grant.service_account.clone(),
         audiences: grant.audiences.clone(),
         expiration_secs: grant.expiration_secs,
     };
     let minted = app.minter.mint(&mint).await.map_err(ApiError::Upstream)?;
-    if let Some(reservation) = verified.reservation.take() {
+    if let Some(reservation) = reservation {
         reservation.commit();
     }
     audit.audiences = Some(minted.audiences.clone());
     Ok(Issued { grant, minted })
 }
 
-/// Verify → policy, without minting. With replay protection the token stays unused unless
-/// the caller commits its reservation.
+/// Verify → policy, without minting. With replay protection a token already exchanged is
+/// refused here, but nothing is reserved: the caller reserves it for the granting policy.
 pub(super) async fn decide_request(
     app: &AppState,
     credential: &SecretString,
@@ -87,7 +97,7 @@ pub(super) async fn decide_request(
     audit.jti = verified.registered.jti.as_deref().map(AuditRecord::capped);
     tracing::debug!(issuer = %verified.issuer, subject = %audit.subject.as_deref().unwrap_or_default(), "token verified");
     // Charged before the policy runs, so denied requests spend the budget too. A refused
-    // request drops its replay reservation: the same token may be presented again later.
+    // request reserved nothing: the same token may be presented again later.
     if let Err(RetryAfter(seconds)) = app
         .limits
         .admit_identity(&verified.issuer, &verified.registered.sub)

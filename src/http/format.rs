@@ -36,6 +36,15 @@ pub struct KubeconfigCluster {
     pub ca_pem: Option<String>,
 }
 
+impl KubeconfigCluster {
+    /// The trust roots as a kubeconfig's `certificate-authority-data`: base64 of the PEM.
+    pub fn certificate_authority_data(&self) -> Option<String> {
+        self.ca_pem
+            .as_ref()
+            .map(|pem| STANDARD.encode(pem.as_bytes()))
+    }
+}
+
 /// A successful exchange: the decision and what the API server minted.
 pub struct Issued {
     pub grant: Grant,
@@ -52,6 +61,17 @@ struct TokenResponse<'a> {
     audiences: &'a [String],
     policy: &'a str,
     token_id: Option<&'a str>,
+    cluster: ClusterDocument<'a>,
+}
+
+/// Where the token is used, as plain data: what a client needs to build its own kubeconfig.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterDocument<'a> {
+    server: &'a str,
+    /// Base64 of the PEM trust roots; absent: the system roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate_authority_data: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,7 +126,7 @@ pub fn render(issued: &Issued, format: Format, cluster: &KubeconfigCluster) -> R
             format!("{token}\n"),
         )
             .into_response(),
-        Format::Json => axum::Json(json_document(issued)).into_response(),
+        Format::Json => axum::Json(json_document(issued, cluster)).into_response(),
         Format::ExecCredential => {
             axum::Json(ExecCredential::new(token, issued.minted.expiration)).into_response()
         }
@@ -125,7 +145,7 @@ pub fn render(issued: &Issued, format: Format, cluster: &KubeconfigCluster) -> R
     response
 }
 
-fn json_document(issued: &Issued) -> TokenResponse<'_> {
+fn json_document<'a>(issued: &'a Issued, cluster: &'a KubeconfigCluster) -> TokenResponse<'a> {
     TokenResponse {
         token: issued.minted.token.expose_secret(),
         expiration_timestamp: issued.minted.expiration.to_string(),
@@ -136,6 +156,10 @@ fn json_document(issued: &Issued) -> TokenResponse<'_> {
         audiences: &issued.minted.audiences,
         policy: &issued.grant.policy,
         token_id: issued.minted.token_id.as_deref(),
+        cluster: ClusterDocument {
+            server: &cluster.server,
+            certificate_authority_data: cluster.certificate_authority_data(),
+        },
     }
 }
 
@@ -214,10 +238,7 @@ pub fn kubeconfig(cluster: &KubeconfigCluster, account: &ServiceAccountRef, toke
             entry: ClusterEntry {
                 cluster: ClusterFields {
                     server: &cluster.server,
-                    certificate_authority_data: cluster
-                        .ca_pem
-                        .as_ref()
-                        .map(|pem| STANDARD.encode(pem.as_bytes())),
+                    certificate_authority_data: cluster.certificate_authority_data(),
                 },
             },
         }],

@@ -42,8 +42,7 @@ pub async fn list(
     let result = async {
         let BearerToken(token) = credential?;
         let now = u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or_default();
-        // Listing is not an exchange: with replay protection, dropping the verified token
-        // releases its reservation.
+        // Listing is not an exchange: with replay protection, nothing is reserved.
         let snapshot = app.snapshot();
         let verified = snapshot
             .verifier

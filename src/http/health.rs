@@ -107,7 +107,9 @@ mod tests {
         let contact = Arc::new(ApiContact::default());
         contact.record(true);
         AppState::new(
-            Arc::new(Verifier::over_http(&[], &metrics).unwrap()),
+            Arc::new(
+                Verifier::over_http(&[], &metrics, crate::oidc::ReplayRecords::default()).unwrap(),
+            ),
             PolicySet::default(),
             Arc::new(Unreachable),
             metrics,

@@ -24,7 +24,7 @@ use axum::{Router, middleware};
 
 pub use error::{ApiError, ErrorBody};
 pub use extract::{BearerToken, bearer_token};
-pub use format::{EXEC_CREDENTIAL_API_VERSION, ExecCredential, KubeconfigCluster};
+pub use format::{EXEC_CREDENTIAL_API_VERSION, ExecCredential, KubeconfigCluster, kubeconfig};
 pub use health::OPENAPI_YAML;
 
 use crate::k8s::{ApiContact, Minter};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::cache::{KeyCache, KeyLookupError};
 use super::claims::{ClaimError, ClaimSet, RegisteredClaims, reject_control_characters};
-use super::replay::{self, ReplayCache, ReplayError, Reservation};
+use super::replay::{ReplayCache, ReplayTicket};
 use super::token::UnverifiedToken;
 use super::{IssuerSettings, VerifiedToken, VerifyError};
 use crate::metrics::Metrics;
@@ -18,25 +18,37 @@ use crate::metrics::Metrics;
 /// would keep an expired token usable for a minute.
 pub const LEEWAY_SECS: u64 = 30;
 
+/// The last second (Unix) at which a token expiring at `exp` is still accepted. Acceptance and
+/// the replay record's lifetime both derive from it: a record kept any shorter would let the
+/// token be exchanged again in its last seconds.
+pub fn last_accepted_second(exp: u64) -> u64 {
+    exp.saturating_add(LEEWAY_SECS)
+}
+
 /// A configured issuer, ready to verify its own tokens and nobody else's.
 pub struct Issuer {
     settings: IssuerSettings,
     validations: HashMap<Algorithm, Validation>,
     keys: KeyCache,
-    replays: Option<Arc<ReplayCache>>,
+    /// The tokens exchanged from this issuer's URL; consulted with `replayProtection` only,
+    /// but kept either way so that switching it off and on again forgets nothing.
+    replays: Arc<ReplayCache>,
     metrics: Arc<Metrics>,
 }
 
 impl Issuer {
-    pub fn new(settings: IssuerSettings, keys: KeyCache, metrics: Arc<Metrics>) -> Self {
+    /// `replays` is this issuer URL's record: a fresh one, or the one in force before a reload.
+    pub fn new(
+        settings: IssuerSettings,
+        keys: KeyCache,
+        replays: Arc<ReplayCache>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let validations = settings
             .algorithms
             .iter()
             .map(|&alg| (alg, strict_validation(&settings, alg)))
             .collect();
-        let replays = settings
-            .replay_protection
-            .then(|| ReplayCache::new(replay::DEFAULT_CAPACITY));
         Self {
             settings,
             validations,
@@ -52,6 +64,11 @@ impl Issuer {
 
     pub fn keys(&self) -> &KeyCache {
         &self.keys
+    }
+
+    /// The tokens exchanged from this issuer, to carry into the next config.
+    pub fn replays(&self) -> &Arc<ReplayCache> {
+        &self.replays
     }
 
     /// Verifies a token already routed here by its claimed `iss`.
@@ -83,12 +100,12 @@ impl Issuer {
         self.check_times(&registered, now)?;
         self.check_audiences(&claims)?;
         reject_control_characters(&claims).map_err(VerifyError::InvalidClaims)?;
-        let reservation = self.reserve(&registered, now)?;
+        let replay = self.check_replay(&registered, now)?;
         Ok(VerifiedToken {
             issuer: self.settings.name.clone(),
             registered,
             claims,
-            reservation,
+            replay,
         })
     }
 
@@ -116,32 +133,43 @@ impl Issuer {
         }
     }
 
-    /// With replay protection, marks `(iss, jti)` as in use until the token expires.
-    fn reserve(
+    /// With replay protection: refuses a token already exchanged, and returns what reserves it
+    /// once a policy grants it (the reservation is charged to that policy's share). The
+    /// record is kept until the token can no longer be accepted.
+    fn check_replay(
         &self,
         claims: &RegisteredClaims,
         now: u64,
-    ) -> Result<Option<Reservation>, VerifyError> {
-        let Some(replays) = &self.replays else {
+    ) -> Result<Option<ReplayTicket>, VerifyError> {
+        if !self.settings.replay_protection {
             return Ok(None);
-        };
+        }
         let Some(jti) = &claims.jti else {
             return Err(VerifyError::InvalidClaims(ClaimError::Invalid("jti")));
         };
-        replays
-            .reserve(&claims.iss, jti, claims.exp + LEEWAY_SECS, now)
-            .map(Some)
-            .map_err(|error| match error {
-                ReplayError::Replayed => {
-                    self.metrics.replay_rejected(&self.settings.name);
-                    VerifyError::Replayed
-                }
-                ReplayError::Full => VerifyError::ReplayCacheFull,
-            })
+        if self.replays.is_recorded(&claims.iss, jti, now) {
+            self.metrics.replay_rejected(&self.settings.name);
+            return Err(VerifyError::Replayed);
+        }
+        Ok(Some(ReplayTicket {
+            cache: Arc::clone(&self.replays),
+            iss: claims.iss.clone(),
+            jti: jti.clone(),
+            forget_at: last_accepted_second(claims.exp) + 1,
+        }))
     }
 
-    /// What the library does not check: `iat` in the future, and lifetimes beyond the issuer's cap.
+    /// Every time claim against the one clock `now`, which also dates the replay record: the
+    /// library would read the wall clock itself. Expired once `now` is past
+    /// [`last_accepted_second`]; not yet valid while `nbf` or `iat` is more than the leeway
+    /// ahead; refused when `exp - iat` is beyond the issuer's cap.
     fn check_times(&self, claims: &RegisteredClaims, now: u64) -> Result<(), VerifyError> {
+        if now > last_accepted_second(claims.exp) {
+            return Err(VerifyError::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
+            return Err(VerifyError::NotYetValid);
+        }
         if claims.iat > now + LEEWAY_SECS {
             return Err(VerifyError::IssuedInFuture);
         }
@@ -156,16 +184,16 @@ impl Issuer {
 
 /// A `Validation` from config alone: one pinned algorithm, exactly this issuer, its audiences,
 /// `exp`/`iss`/`aud`/`sub` required (the library checks `iss` and `aud` only when present
-/// otherwise), `nbf` checked (off by default), explicit leeway.
+/// otherwise). `exp` and `nbf` are checked by [`Issuer::check_times`] against the verifier's
+/// clock, not here against the library's.
 fn strict_validation(settings: &IssuerSettings, algorithm: Algorithm) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.set_issuer(&[settings.url.as_str()]);
     validation.set_audience(&settings.audiences);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
     validation.validate_aud = true;
-    validation.leeway = LEEWAY_SECS;
     validation
 }
 
@@ -188,5 +216,99 @@ fn map_error(kind: &ErrorKind) -> VerifyError {
             VerifyError::InvalidClaims(super::ClaimError::Invalid("registered"))
         }
         _ => VerifyError::Malformed("encoding"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::dev::keys::{SigningKey, jwk_set};
+    use crate::oidc::{BoxFuture, FetchError, Fetched, KeyFetcher, KeySource, Verifier};
+
+    const URL: &str = "http://127.0.0.1:9";
+
+    /// Serves one JWKS document.
+    struct StaticKeys(Vec<u8>);
+
+    impl KeyFetcher for StaticKeys {
+        fn fetch(&self) -> BoxFuture<'_, Result<Fetched, FetchError>> {
+            Box::pin(async move {
+                Ok(Fetched {
+                    body: self.0.clone(),
+                    max_age: None,
+                })
+            })
+        }
+    }
+
+    fn settings() -> IssuerSettings {
+        IssuerSettings {
+            name: "ci".into(),
+            url: URL.into(),
+            audiences: vec!["tokenvend".into()],
+            algorithms: vec![Algorithm::ES256],
+            key_source: KeySource::Discovery,
+            ca_file: None,
+            max_token_lifetime: Duration::from_secs(3600),
+            require_claims: Vec::new(),
+            replay_protection: true,
+            key_refresh_cooldown: Duration::from_secs(60),
+        }
+    }
+
+    async fn verifier(key: &SigningKey) -> Verifier {
+        crate::crypto::install_providers().unwrap();
+        let body = jwk_set(&[key]).into_bytes();
+        let records = crate::oidc::ReplayRecords::default();
+        let verifier = Verifier::new(&[settings()], &Arc::new(Metrics::new()), records, |_| {
+            Ok(Arc::new(StaticKeys(body.clone())))
+        })
+        .unwrap();
+        assert!(verifier.warm_up().await.is_empty());
+        verifier
+    }
+
+    /// A token valid from `exp - 600` to `exp`, whatever the wall clock says.
+    fn token(key: &SigningKey, exp: u64) -> String {
+        let claims = json!({
+            "iss": URL, "sub": "repo:acme/webapp", "aud": "tokenvend",
+            "iat": exp - 600, "exp": exp, "jti": "the-jti",
+        });
+        key.sign(Some("JWT"), &claims).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_token_stays_spent_through_the_last_second_it_is_accepted() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let verifier = verifier(&key).await;
+        // Far from the wall clock: the verifier's clock alone decides.
+        let exp = 4_000_000_000;
+        let raw = token(&key, exp);
+        let first = verifier.verify(&raw, exp - 300).await.unwrap();
+        first
+            .reserve("deploy", exp - 300)
+            .unwrap()
+            .unwrap()
+            .commit();
+        for now in [exp, exp + LEEWAY_SECS] {
+            assert_eq!(
+                verifier.verify(&raw, now).await.unwrap_err(),
+                VerifyError::Replayed,
+                "at exp + {}",
+                now - exp
+            );
+        }
+        assert_eq!(
+            verifier
+                .verify(&raw, exp + LEEWAY_SECS + 1)
+                .await
+                .unwrap_err(),
+            VerifyError::Expired,
+            "the record may go once the token is refused anyway"
+        );
     }
 }

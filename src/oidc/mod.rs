@@ -25,9 +25,9 @@ pub use cache::{
 };
 pub use claims::{ClaimError, ClaimSet, RegisteredClaims};
 pub use fetch::{HttpKeyFetcher, MAX_BODY_BYTES, check_endpoint_url};
-pub use issuer::{Issuer, LEEWAY_SECS};
+pub use issuer::{Issuer, LEEWAY_SECS, last_accepted_second};
 pub use jwks::{JwksError, KeyKind, MAX_KEYS, VerifyingKey, parse_key_set};
-pub use replay::{ReplayCache, ReplayError, Reservation};
+pub use replay::{DEFAULT_SHARE, ReplayCache, ReplayError, ReplayTicket, Reservation};
 pub use token::{MAX_KID_LEN, MAX_TOKEN_LEN, UnverifiedToken, has_token_shape};
 
 use crate::metrics::Metrics;
@@ -95,8 +95,8 @@ pub enum VerifyError {
     KeysUnavailable,
     #[error("token already exchanged")]
     Replayed,
-    #[error("replay cache full")]
-    ReplayCacheFull,
+    #[error("the granting policy's share of replay records is full")]
+    ReplayShareFull,
 }
 
 impl VerifyError {
@@ -117,7 +117,7 @@ impl VerifyError {
             Self::InvalidClaims(ClaimError::Invalid(_)) => "invalid_claims",
             Self::KeysUnavailable => "keys_unavailable",
             Self::Replayed => "replayed",
-            Self::ReplayCacheFull => "replay_cache_full",
+            Self::ReplayShareFull => "replay_share_full",
         }
     }
 
@@ -136,13 +136,15 @@ impl VerifyError {
             }
             Self::KeysUnavailable => "the issuer's keys are unavailable; try again later",
             Self::Replayed => "the token has already been used",
-            Self::ReplayCacheFull => "too many tokens in flight; try again later",
+            Self::ReplayShareFull => {
+                "too many tokens were exchanged under this policy recently; try again later"
+            }
         }
     }
 
     /// Whether the failure is ours, not the token's: the caller should retry later (503).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::KeysUnavailable | Self::ReplayCacheFull)
+        matches!(self, Self::KeysUnavailable | Self::ReplayShareFull)
     }
 }
 
@@ -154,39 +156,132 @@ pub struct VerifiedToken {
     pub registered: RegisteredClaims,
     /// All claims, as signed.
     pub claims: Map<String, Value>,
-    /// With replay protection: the token's reservation, to commit once a token was issued.
-    pub reservation: Option<Reservation>,
+    /// With replay protection: what reserves the token once a policy grants it.
+    pub replay: Option<ReplayTicket>,
+}
+
+impl VerifiedToken {
+    /// With replay protection, reserves the token for the policy that granted it, to commit
+    /// once a token was issued (dropping the reservation releases it); `None` without.
+    ///
+    /// # Errors
+    /// [`VerifyError::Replayed`] when another request reserved the token first;
+    /// [`VerifyError::ReplayShareFull`] when `policy` holds its whole share of records.
+    pub fn reserve(&self, policy: &str, now: u64) -> Result<Option<Reservation>, VerifyError> {
+        let Some(ticket) = &self.replay else {
+            return Ok(None);
+        };
+        ticket
+            .reserve(policy, now)
+            .map(Some)
+            .map_err(|error| match error {
+                ReplayError::Replayed => VerifyError::Replayed,
+                ReplayError::ShareFull => VerifyError::ReplayShareFull,
+            })
+    }
+}
+
+/// The replay records a verifier starts with, by issuer URL, and the share each granting
+/// policy gets in a record made anew. Carried from one verifier to the next on reload, so
+/// that a config change forgets no exchanged token.
+#[derive(Debug, Clone)]
+pub struct ReplayRecords {
+    share: usize,
+    by_url: HashMap<String, Arc<ReplayCache>>,
+}
+
+impl Default for ReplayRecords {
+    fn default() -> Self {
+        Self::with_share(DEFAULT_SHARE)
+    }
+}
+
+impl ReplayRecords {
+    /// No records yet; each granting policy may hold `share` records per issuer.
+    pub fn with_share(share: usize) -> Self {
+        Self {
+            share,
+            by_url: HashMap::new(),
+        }
+    }
+
+    /// The record for `url`: the one carried over, else a new one.
+    fn take(&mut self, url: &str) -> Arc<ReplayCache> {
+        self.by_url
+            .remove(url)
+            .unwrap_or_else(|| ReplayCache::new(self.share))
+    }
 }
 
 /// Verifies tokens against the configured issuers.
 pub struct Verifier {
     by_url: HashMap<String, Arc<Issuer>>,
+    /// Records of issuers no longer configured, kept while they hold unexpired tokens: an
+    /// issuer removed and added back within a token's lifetime forgets nothing either.
+    dormant: ReplayRecords,
 }
 
 impl Verifier {
-    /// One key cache per issuer, each fetching through `fetcher_for(settings)`.
+    /// One key cache per issuer, each fetching through `fetcher_for(settings)`; each issuer's
+    /// replay record taken from `records` by URL (else made anew).
     pub fn new(
         issuers: &[IssuerSettings],
         metrics: &Arc<Metrics>,
+        mut records: ReplayRecords,
         mut fetcher_for: impl FnMut(&IssuerSettings) -> anyhow::Result<Arc<dyn KeyFetcher>>,
     ) -> anyhow::Result<Self> {
         let mut by_url = HashMap::with_capacity(issuers.len());
         for settings in issuers {
             let cache = KeyCache::new(&settings.name, fetcher_for(settings)?, Arc::clone(metrics))
                 .with_cooldown(settings.key_refresh_cooldown);
+            let replays = records.take(&settings.url);
             by_url.insert(
                 settings.url.clone(),
-                Arc::new(Issuer::new(settings.clone(), cache, Arc::clone(metrics))),
+                Arc::new(Issuer::new(
+                    settings.clone(),
+                    cache,
+                    replays,
+                    Arc::clone(metrics),
+                )),
             );
         }
-        Ok(Self { by_url })
+        Ok(Self {
+            by_url,
+            dormant: records,
+        })
     }
 
     /// Verifiers fetching over HTTP(S), the production wiring.
-    pub fn over_http(issuers: &[IssuerSettings], metrics: &Arc<Metrics>) -> anyhow::Result<Self> {
-        Self::new(issuers, metrics, |settings| {
+    pub fn over_http(
+        issuers: &[IssuerSettings],
+        metrics: &Arc<Metrics>,
+        records: ReplayRecords,
+    ) -> anyhow::Result<Self> {
+        Self::new(issuers, metrics, records, |settings| {
             Ok(Arc::new(HttpKeyFetcher::new(settings)?))
         })
+    }
+
+    /// The replay records to carry into the verifier that replaces this one, by issuer URL:
+    /// every configured issuer's, and a dormant one while it holds a token unexpired at
+    /// `now` or is still in use (by a request on an older config).
+    pub fn replay_records(&self, now: u64) -> ReplayRecords {
+        let dormant = self
+            .dormant
+            .by_url
+            .iter()
+            .filter(|(_, cache)| Arc::strong_count(cache) > 1 || cache.has_live_records(now));
+        let by_url = self
+            .by_url
+            .iter()
+            .map(|(url, issuer)| (url, issuer.replays()))
+            .chain(dormant)
+            .map(|(url, cache)| (url.clone(), Arc::clone(cache)))
+            .collect();
+        ReplayRecords {
+            share: self.dormant.share,
+            by_url,
+        }
     }
 
     /// Verifies `raw` at time `now` (Unix seconds).

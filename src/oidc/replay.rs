@@ -1,69 +1,114 @@
-//! Replay protection: each `(iss, jti)` is exchanged once. Memory is bounded: entries live
-//! until the token's `exp` plus leeway, and a full cache refuses new tokens rather than
-//! forgetting old ones (forgetting would let them be replayed).
+//! Replay protection: each `(iss, jti)` is exchanged once.
 //!
-//! The record is per process: with several replicas, a token can be exchanged once per
-//! replica. The README says so.
+//! A record lives until the first second at which its token is refused as expired, never less
+//! (forgetting it earlier would let the token be exchanged again). Memory is bounded per
+//! granting policy: a token is reserved only once a policy has granted it, and one policy's
+//! records may number at most its share. A policy whose share is full is refused (fail closed)
+//! while every other policy keeps its own share: a caller who varies `sub` is still one
+//! policy, so a granted pipeline cannot turn its traffic into refusals for anyone else.
+//!
+//! The records are per process (kept across config reloads, lost at a restart): with several
+//! replicas, a token can be exchanged once per replica. The README says so.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Distinct tokens remembered at once, per issuer.
-pub const DEFAULT_CAPACITY: usize = 100_000;
+/// Records one granting policy may hold at once, per issuer.
+pub const DEFAULT_SHARE: usize = 100_000;
 
-type Key = (String, String);
+/// SHA-256 of `iss`, a zero byte and `jti`: a fixed size per record, whatever the `jti`.
+type Key = [u8; 32];
+
+fn key_of(iss: &str, jti: &str) -> Key {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(iss.as_bytes());
+    context.update(&[0]);
+    context.update(jti.as_bytes());
+    let mut key = [0; 32];
+    key.copy_from_slice(context.finish().as_ref());
+    key
+}
 
 /// Why a token may not be exchanged now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayError {
     /// This `(iss, jti)` was exchanged (or is being exchanged) already.
     Replayed,
-    /// The cache is full of unexpired tokens; refuse rather than forget.
-    Full,
+    /// The granting policy holds its whole share of unexpired records; refuse rather than forget.
+    ShareFull,
+}
+
+struct Record {
+    /// Kept while `now < forget_at`.
+    forget_at: u64,
+    policy: Arc<str>,
 }
 
 #[derive(Default)]
-struct Seen {
-    keys: HashSet<Key>,
+struct Records {
+    by_key: HashMap<Key, Record>,
     /// Expiry order, for purging; may hold keys already released.
     expiries: BinaryHeap<Reverse<(u64, Key)>>,
+    /// Records held per granting policy; a policy holding none has no entry.
+    held: HashMap<Arc<str>, usize>,
 }
 
-/// The set of tokens already exchanged, for one issuer.
+/// The tokens already exchanged from one issuer (keyed by its URL: a reload that changes the
+/// issuer's other settings keeps them).
 pub struct ReplayCache {
-    seen: Mutex<Seen>,
-    capacity: usize,
+    records: Mutex<Records>,
+    share: usize,
 }
 
 impl ReplayCache {
-    pub fn new(capacity: usize) -> Arc<Self> {
+    /// An empty record in which each granting policy may hold `share` tokens.
+    pub fn new(share: usize) -> Arc<Self> {
         Arc::new(Self {
-            seen: Mutex::new(Seen::default()),
-            capacity,
+            records: Mutex::new(Records::default()),
+            share,
         })
     }
 
-    /// Reserves `(iss, jti)` until `forget_after` (Unix seconds). The reservation is released
-    /// if dropped uncommitted, so a failed exchange does not burn the token.
+    /// Records each granting policy may hold.
+    pub fn share(&self) -> usize {
+        self.share
+    }
+
+    /// Whether `(iss, jti)` is recorded (exchanged, or being exchanged) at `now`. Reserves
+    /// nothing: no policy has granted the token yet.
+    pub fn is_recorded(&self, iss: &str, jti: &str, now: u64) -> bool {
+        let mut records = self.lock();
+        records.purge(now);
+        records.by_key.contains_key(&key_of(iss, jti))
+    }
+
+    /// Reserves `(iss, jti)` for `policy` until `forget_at` (Unix seconds; kept while
+    /// `now < forget_at`), within that policy's share. The reservation is released if dropped
+    /// uncommitted, so a failed exchange does not burn the token.
     pub fn reserve(
         self: &Arc<Self>,
         iss: &str,
         jti: &str,
-        forget_after: u64,
+        policy: &str,
+        forget_at: u64,
         now: u64,
     ) -> Result<Reservation, ReplayError> {
-        let key = (iss.to_owned(), jti.to_owned());
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        purge(&mut seen, now);
-        if seen.keys.contains(&key) {
+        let key = key_of(iss, jti);
+        let mut records = self.lock();
+        records.purge(now);
+        if records.by_key.contains_key(&key) {
             return Err(ReplayError::Replayed);
         }
-        if seen.keys.len() >= self.capacity {
-            return Err(ReplayError::Full);
-        }
-        seen.keys.insert(key.clone());
-        seen.expiries.push(Reverse((forget_after, key.clone())));
+        let policy = match records.held.get_key_value(policy) {
+            Some((_, held)) if *held >= self.share => return Err(ReplayError::ShareFull),
+            Some((name, _)) => Arc::clone(name),
+            None if self.share == 0 => return Err(ReplayError::ShareFull),
+            None => Arc::from(policy),
+        };
+        *records.held.entry(Arc::clone(&policy)).or_default() += 1;
+        records.by_key.insert(key, Record { forget_at, policy });
+        records.expiries.push(Reverse((forget_at, key)));
         Ok(Reservation {
             cache: Arc::clone(self),
             key: Some(key),
@@ -72,44 +117,89 @@ impl ReplayCache {
 
     /// How many tokens are remembered.
     pub fn len(&self) -> usize {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys
-            .len()
+        self.lock().by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// How many records `policy` holds, expired ones included until the next purge.
+    pub fn held_by(&self, policy: &str) -> usize {
+        self.lock().held.get(policy).copied().unwrap_or_default()
+    }
+
+    /// Drops the records expired at `now`; whether any unexpired record remains.
+    pub fn has_live_records(&self, now: u64) -> bool {
+        let mut records = self.lock();
+        records.purge(now);
+        !records.by_key.is_empty()
+    }
+
     fn release(&self, key: &Key) {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys
-            .remove(key);
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn purge(seen: &mut Seen, now: u64) {
-    while let Some(Reverse((expiry, _))) = seen.expiries.peek() {
-        if *expiry > now {
-            break;
-        }
-        if let Some(Reverse((_, key))) = seen.expiries.pop() {
-            seen.keys.remove(&key);
+impl Records {
+    fn remove(&mut self, key: &Key) {
+        let Some(record) = self.by_key.remove(key) else {
+            return;
+        };
+        if let Some(held) = self.held.get_mut(&record.policy) {
+            *held -= 1;
+            if *held == 0 {
+                self.held.remove(&record.policy);
+            }
         }
     }
-    // Released keys leave stale heap entries; rebuild when they dominate.
-    if seen.expiries.len() > 2 * seen.keys.len() + 1024 {
-        let keys = &seen.keys;
-        let live: Vec<_> = seen
-            .expiries
-            .drain()
-            .filter(|Reverse((_, key))| keys.contains(key))
-            .collect();
-        seen.expiries = live.into();
+
+    fn purge(&mut self, now: u64) {
+        while let Some(Reverse((forget_at, _))) = self.expiries.peek() {
+            if *forget_at > now {
+                break;
+            }
+            let Some(Reverse((_, key))) = self.expiries.pop() else {
+                break;
+            };
+            // A heap entry may outlive its record (released, then reserved again later).
+            if self.by_key.get(&key).is_some_and(|r| r.forget_at <= now) {
+                self.remove(&key);
+            }
+        }
+        // Released keys leave stale heap entries; rebuild when they dominate.
+        if self.expiries.len() > 2 * self.by_key.len() + 1024 {
+            let by_key = &self.by_key;
+            let live: Vec<_> = self
+                .expiries
+                .drain()
+                .filter(|Reverse((forget_at, key))| {
+                    by_key.get(key).is_some_and(|r| r.forget_at == *forget_at)
+                })
+                .collect();
+            self.expiries = live.into();
+        }
+    }
+}
+
+/// A verified token not yet reserved: what it takes to reserve it once a policy grants it.
+#[derive(Debug)]
+pub struct ReplayTicket {
+    pub(super) cache: Arc<ReplayCache>,
+    pub(super) iss: String,
+    pub(super) jti: String,
+    pub(super) forget_at: u64,
+}
+
+impl ReplayTicket {
+    /// Reserves the token for the policy that granted it; see [`ReplayCache::reserve`].
+    pub fn reserve(&self, policy: &str, now: u64) -> Result<Reservation, ReplayError> {
+        self.cache
+            .reserve(&self.iss, &self.jti, policy, self.forget_at, now)
     }
 }
 
@@ -139,6 +229,7 @@ impl std::fmt::Debug for ReplayCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayCache")
             .field("len", &self.len())
+            .field("share", &self.share)
             .finish_non_exhaustive()
     }
 }
@@ -150,63 +241,94 @@ mod tests {
     #[test]
     fn a_committed_token_cannot_be_exchanged_again_until_it_expires() {
         let cache = ReplayCache::new(10);
-        cache.reserve("iss", "a", 100, 0).unwrap().commit();
+        cache.reserve("iss", "a", "p", 100, 0).unwrap().commit();
+        assert!(cache.is_recorded("iss", "a", 50));
         assert_eq!(
-            cache.reserve("iss", "a", 100, 50).unwrap_err(),
-            ReplayError::Replayed
+            cache.reserve("iss", "a", "other", 100, 50).unwrap_err(),
+            ReplayError::Replayed,
+            "whichever policy grants it the second time"
         );
         assert!(
-            cache.reserve("other-iss", "a", 100, 50).is_ok(),
+            cache.reserve("other-iss", "a", "p", 100, 50).is_ok(),
             "keys are per issuer"
         );
+        assert!(cache.is_recorded("iss", "a", 99));
         assert!(
-            cache.reserve("iss", "a", 200, 100).is_ok(),
-            "forgotten after expiry"
+            !cache.is_recorded("iss", "a", 100),
+            "forgotten at forget_at"
         );
+        assert!(cache.reserve("iss", "a", "p", 200, 100).is_ok());
     }
 
     #[test]
-    fn a_failed_exchange_releases_the_token() {
-        let cache = ReplayCache::new(10);
-        let reservation = cache.reserve("iss", "a", 100, 0).unwrap();
+    fn a_failed_exchange_releases_the_token_and_its_share() {
+        let cache = ReplayCache::new(1);
+        let reservation = cache.reserve("iss", "a", "p", 100, 0).unwrap();
         assert_eq!(
-            cache.reserve("iss", "a", 100, 0).unwrap_err(),
+            cache.reserve("iss", "a", "p", 100, 0).unwrap_err(),
             ReplayError::Replayed,
             "in flight"
         );
         drop(reservation);
-        assert!(cache.reserve("iss", "a", 100, 0).is_ok());
+        assert_eq!(cache.held_by("p"), 0);
+        cache.reserve("iss", "b", "p", 100, 0).unwrap().commit();
+        assert!(cache.reserve("iss", "a", "q", 100, 0).is_ok());
     }
 
     #[test]
-    fn a_full_cache_refuses_instead_of_forgetting() {
+    fn one_pipeline_filling_its_share_does_not_refuse_another_policy() {
         let cache = ReplayCache::new(3);
+        // One granted pipeline, varying `sub`: distinct tokens, one granting policy.
         for jti in ["a", "b", "c"] {
-            cache.reserve("iss", jti, 100, 0).unwrap().commit();
+            cache
+                .reserve("iss", jti, "deploy", 100, 0)
+                .unwrap()
+                .commit();
         }
         assert_eq!(
-            cache.reserve("iss", "d", 100, 10).unwrap_err(),
-            ReplayError::Full
-        );
-        assert_eq!(
-            cache.reserve("iss", "a", 100, 10).unwrap_err(),
-            ReplayError::Replayed
+            cache.reserve("iss", "d", "deploy", 100, 10).unwrap_err(),
+            ReplayError::ShareFull,
+            "the over-share policy is refused"
         );
         cache
-            .reserve("iss", "d", 200, 100)
-            .expect("expired entries make room")
+            .reserve("iss", "other-policy", "audit", 100, 10)
+            .expect("another policy's caller")
             .commit();
+        for jti in ["a", "b", "c"] {
+            assert!(
+                cache.is_recorded("iss", jti, 99),
+                "nothing unexpired is forgotten to make room"
+            );
+        }
+        cache
+            .reserve("iss", "d", "deploy", 200, 100)
+            .expect("expired records give the share back")
+            .commit();
+        assert_eq!(cache.held_by("deploy"), 1);
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_token_reserved_again_after_a_release_is_not_purged_by_its_old_expiry() {
+        let cache = ReplayCache::new(10);
+        drop(cache.reserve("iss", "a", "p", 50, 0).unwrap());
+        cache.reserve("iss", "a", "p", 100, 0).unwrap().commit();
+        assert!(cache.is_recorded("iss", "a", 60));
     }
 
     #[test]
     fn memory_stays_bounded_under_churn() {
         let cache = ReplayCache::new(100);
         for i in 0..10_000u64 {
-            drop(cache.reserve("iss", &i.to_string(), i + 10, i).unwrap());
+            drop(
+                cache
+                    .reserve("iss", &i.to_string(), "p", i + 10, i)
+                    .unwrap(),
+            );
         }
-        let seen = cache.seen.lock().unwrap();
-        assert!(seen.keys.is_empty());
-        assert!(seen.expiries.len() <= 2 * 1024 + 1);
+        let records = cache.lock();
+        assert!(records.by_key.is_empty());
+        assert!(records.held.is_empty());
+        assert!(records.expiries.len() <= 2 * 1024 + 1);
     }
 }

@@ -84,7 +84,7 @@ async fn kubectl_with_the_minted_kubeconfig_is_the_service_account() {
 }
 
 #[tokio::test]
-async fn the_kubeconfig_server_and_ca_come_from_the_config_when_set() {
+async fn the_kubeconfig_server_and_ca_come_from_the_config_when_set_and_the_json_names_them_too() {
     let dir = scratch_dir("kubeconfig-ca");
     let ca_file = dir.join("cluster-ca.crt");
     let ca_pem = "-----BEGIN CERTIFICATE-----\nMIIBconfigured\n-----END CERTIFICATE-----\n";
@@ -105,6 +105,13 @@ async fn the_kubeconfig_server_and_ca_come_from_the_config_when_set() {
     assert_eq!(cluster["server"], "https://k8s.example.com:6443");
     let ca = cluster["certificate-authority-data"].as_str().unwrap();
     assert_eq!(STANDARD.decode(ca).unwrap(), ca_pem.as_bytes());
+
+    let json: Value = post_format(&app, "json").await.json().await.unwrap();
+    assert_eq!(
+        json["cluster"],
+        serde_json::json!({"server": "https://k8s.example.com:6443", "certificateAuthorityData": ca}),
+        "the same cluster, as plain data"
+    );
     let _ = std::fs::remove_dir_all(dir);
     app.stop().await;
 }

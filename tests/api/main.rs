@@ -10,6 +10,7 @@ mod metrics;
 mod oauth;
 mod policy;
 mod reload;
+mod replay;
 mod slow_clients;
 mod token;
 mod upstream;

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{CONFIG, TestApp, spawn_app_watching, webapp_claims};
+use crate::helpers::{CONFIG, TestApp, assert_error, spawn_app_watching, webapp_claims};
 
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics
@@ -174,6 +174,40 @@ async fn policies_and_issuers_a_reload_adds_are_exported_at_zero() {
             "{series} not at 0:\n{metrics}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_token_exchanged_before_a_reload_that_changes_its_issuer_is_still_spent_after_it() {
+    let dir = tempdir("reload-replay");
+    let template = CONFIG.replacen(
+        "maxTokenLifetime: 1h\n",
+        "maxTokenLifetime: 1h\n    replayProtection: true\n",
+        1,
+    );
+    let (app, path) = spawn_app_watching(&template, &dir).await;
+    let token = app.id_token(webapp_claims());
+    assert_eq!(app.post_token(&token, None).await.status(), 200);
+
+    // Every setting of the issuer changes but its URL: a new verifier is built.
+    let changed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("maxTokenLifetime: 1h", "maxTokenLifetime: 2h", 1)
+        .replacen("name: local", "name: renamed", 1)
+        .replace("issuer: local", "issuer: renamed");
+    std::fs::write(&path, changed).unwrap();
+    await_reloads(&app, "success", 1.0).await;
+
+    let body = assert_error(app.post_token(&token, None).await, 401, "invalid_token").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already been used"),
+        "{body}"
+    );
+    let fresh = app.id_token(webapp_claims());
+    assert_eq!(app.post_token(&fresh, None).await.status(), 200);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
