@@ -605,3 +605,63 @@ async fn a_jwks_body_announced_over_the_cap_is_refused() {
 async fn a_chunked_jwks_body_growing_over_the_cap_is_refused() {
     a_jwks_body_over_the_cap_is_refused(true).await;
 }
+
+/// The readiness check of issuer `alpha`.
+async fn alpha_ready(service: &Service) -> bool {
+    let body: Value = service
+        .http
+        .get(format!("{}/readyz", service.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let checks = body["checks"].as_array().unwrap();
+    let alpha = checks.iter().find(|c| c["name"] == "issuer:alpha").unwrap();
+    alpha["ok"].as_bool().unwrap()
+}
+
+#[tokio::test]
+async fn cached_keys_are_refused_once_the_outage_outlasts_the_staleness_limit() {
+    // D7 with the limit shortened from 24 h to 1 s (an undocumented knob for this test).
+    let alpha = ScriptedIssuer::start().await;
+    let beta = ScriptedIssuer::start().await;
+    let extra = "    keyRefreshCooldown: 1s\n    maxKeyStaleness: 1s";
+    let service = Service::start_with_config(&config(&alpha, &beta, extra)).await;
+    let past_the_limit = || tokio::time::sleep(Duration::from_millis(1300));
+    // Fresh keys, or (on a slow start) stale ones refreshed on the spot: the issuer is up.
+    let token = alpha.token(&alpha.claims());
+    check(
+        "D7 issuer up",
+        service.exchange(&token).await,
+        Expect::Issued,
+        &token,
+    )
+    .await;
+
+    alpha.reply("/jwks", Reply::status(500));
+    past_the_limit().await;
+    let token = alpha.token(&alpha.claims());
+    check(
+        "D7 outage past the staleness limit",
+        service.exchange(&token).await,
+        Expect::Unavailable,
+        &token,
+    )
+    .await;
+    assert!(!alpha_ready(&service).await, "stale keys reported ready");
+
+    // Once a fetch succeeds again (after the refresh cooldown), the issuer's tokens pass.
+    alpha.serve_jwks(&[&alpha.rsa, &alpha.ec]);
+    past_the_limit().await;
+    let token = alpha.token(&alpha.claims());
+    check(
+        "D7 issuer back",
+        service.exchange(&token).await,
+        Expect::Issued,
+        &token,
+    )
+    .await;
+    assert!(alpha_ready(&service).await);
+}
