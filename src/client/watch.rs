@@ -40,6 +40,23 @@ pub struct Fresh {
 pub async fn run<F, Fut>(
     out: &Path,
     schedule: Schedule,
+    obtain: F,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Fresh>>,
+{
+    run_with_clock(out, schedule, Timestamp::now, obtain, shutdown).await
+}
+
+/// [`run`], reading the wall clock through `now`: the waits are tokio sleeps, so a test that
+/// pauses tokio's clock and derives `now` from it sees expiry, refresh and backoff without
+/// waiting for them.
+async fn run_with_clock<F, Fut>(
+    out: &Path,
+    schedule: Schedule,
+    now: impl Fn() -> Timestamp,
     mut obtain: F,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()>
@@ -57,12 +74,7 @@ where
             Ok(expiration) => {
                 held = Some(expiration);
                 backoff.reset();
-                refresh_delay(
-                    Timestamp::now(),
-                    expiration,
-                    schedule.refresh_fraction,
-                    jitter(),
-                )
+                refresh_delay(now(), expiration, schedule.refresh_fraction, jitter())
             }
             Err(error) => {
                 let retry = backoff.next(jitter());
@@ -74,7 +86,7 @@ where
                 retry
             }
         };
-        let delay = until_expiry(out, &mut held, delay)?;
+        let delay = until_expiry(out, &mut held, now(), delay)?;
         tokio::select! {
             () = &mut shutdown => {
                 tracing::info!("stopping");
@@ -102,12 +114,13 @@ where
 fn until_expiry(
     out: &Path,
     held: &mut Option<Timestamp>,
+    now: Timestamp,
     delay: Duration,
 ) -> anyhow::Result<Duration> {
     let Some(expiration) = *held else {
         return Ok(delay);
     };
-    let left = Timestamp::now().duration_until(expiration);
+    let left = now.duration_until(expiration);
     if left.is_negative() || left.is_zero() {
         private_file::remove(out)?;
         *held = None;
@@ -221,5 +234,157 @@ mod tests {
         for _ in 0..1000 {
             assert!((-1.0..=1.0).contains(&jitter()));
         }
+    }
+}
+
+/// `run` on tokio's paused clock: a `now` that follows it, a scratch directory removed on drop,
+/// and the defaults of `tokenvend token`.
+#[cfg(test)]
+mod run_tests {
+    use std::cell::RefCell;
+    use std::path::PathBuf;
+
+    use clap::Parser as _;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// `tokenvend token`'s flags alone, to read their defaults.
+    #[derive(clap::Parser)]
+    struct TokenCommand {
+        #[command(flatten)]
+        args: crate::client::TokenArgs,
+    }
+
+    fn default_schedule() -> Schedule {
+        TokenCommand::try_parse_from(["token", "--server", "https://tokenvend.example.com"])
+            .unwrap()
+            .args
+            .schedule()
+    }
+
+    /// A wall clock that moves with tokio's (paused) clock.
+    fn paused_clock() -> impl Fn() -> Timestamp {
+        let (wall, tokio) = (Timestamp::now(), Instant::now());
+        move || wall + tokio.elapsed()
+    }
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("tokenvend-watch-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn refused() -> anyhow::Result<Fresh> {
+        Err(anyhow::anyhow!("the service refused"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_retried_after_one_second_doubling_to_a_minute_each_give_or_take_a_tenth()
+    {
+        let scratch = Scratch::new();
+        let out = scratch.0.join("token");
+        let attempts = RefCell::new(Vec::new());
+        let enough = tokio::sync::Notify::new();
+        let obtain = || {
+            attempts.borrow_mut().push(Instant::now());
+            if attempts.borrow().len() == 13 {
+                enough.notify_one();
+            }
+            async { refused() }
+        };
+        run_with_clock(
+            &out,
+            default_schedule(),
+            paused_clock(),
+            obtain,
+            enough.notified(),
+        )
+        .await
+        .unwrap();
+
+        let attempts = attempts.into_inner();
+        let waits: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+        let nominal = [1, 2, 4, 8, 16, 32, 60, 60, 60, 60, 60, 60].map(Duration::from_secs);
+        // Sleeps end on tokio's millisecond ticks.
+        let tick = Duration::from_millis(1);
+        for (wait, nominal) in waits.iter().zip(nominal) {
+            assert!(
+                nominal.mul_f64(0.9).saturating_sub(tick) <= *wait
+                    && *wait <= nominal.mul_f64(1.1) + tick,
+                "waited {wait:?} where {nominal:?} ± 10% was due: {waits:?}"
+            );
+        }
+        assert!(
+            waits
+                .iter()
+                .zip(nominal)
+                .any(|(wait, nominal)| wait.abs_diff(nominal) > tick),
+            "no jitter: {waits:?}"
+        );
+        assert!(!out.exists(), "a file without ever obtaining a token");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_file_is_removed_once_its_token_expired_and_written_again_after_recovery() {
+        let scratch = Scratch::new();
+        let out = scratch.0.join("token");
+        let started = Instant::now();
+        let now = paused_clock();
+        let lifetime = Duration::from_secs(100);
+        // The service answers at first, is down from then until 150 s, and answers again.
+        let attempts = RefCell::new(Vec::new());
+        let obtain = || {
+            let at = Instant::now() - started;
+            attempts.borrow_mut().push(at);
+            let answer = if attempts.borrow().len() == 1 || at >= Duration::from_secs(150) {
+                Ok(Fresh {
+                    contents: format!("token obtained at {at:?}\n"),
+                    expiration: now() + lifetime,
+                })
+            } else {
+                refused()
+            };
+            async { answer }
+        };
+        let observe = async {
+            tokio::time::sleep_until(started + Duration::from_secs(99)).await;
+            assert_eq!(
+                std::fs::read_to_string(&out).unwrap(),
+                "token obtained at 0ns\n",
+                "the still-valid token is kept through the failures"
+            );
+            tokio::time::sleep_until(started + Duration::from_secs(101)).await;
+            assert!(!out.exists(), "the file outlived its token");
+            tokio::time::sleep_until(started + Duration::from_secs(300)).await;
+            let contents = std::fs::read_to_string(&out);
+            assert!(
+                contents
+                    .as_ref()
+                    .is_ok_and(|c| c != "token obtained at 0ns\n"),
+                "no new token after the service recovered: {contents:?} {attempts:?}"
+            );
+        };
+        run_with_clock(&out, default_schedule(), &now, obtain, observe)
+            .await
+            .unwrap();
+
+        // The first refresh was due at 80% of the lifetime, give or take a tenth of that.
+        let first_refresh = attempts.borrow()[1];
+        assert!(
+            (Duration::from_secs(72)..=Duration::from_millis(88_001)).contains(&first_refresh),
+            "{first_refresh:?}"
+        );
     }
 }

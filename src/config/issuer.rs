@@ -33,6 +33,9 @@ pub struct RawIssuer {
     pub replay_protection: bool,
     #[serde(default)]
     pub key_refresh_cooldown: Option<ConfigDuration>,
+    /// Undocumented, for tests: how long cached keys outlive an issuer outage (default 24 h).
+    #[serde(default)]
+    pub max_key_staleness: Option<ConfigDuration>,
 }
 
 type KeyError = (String, String);
@@ -81,6 +84,7 @@ impl RawIssuer {
             require_claims: self.require_claims.clone(),
             replay_protection: self.replay_protection,
             key_refresh_cooldown: self.key_refresh_cooldown()?,
+            max_key_staleness: self.max_key_staleness()?,
         })
     }
 
@@ -93,6 +97,17 @@ impl RawIssuer {
             return Err(("keyRefreshCooldown".into(), "must be at least 1s".into()));
         }
         Ok(cooldown)
+    }
+
+    /// At least a second, like the cooldown it must outlast to be refreshed on demand.
+    fn max_key_staleness(&self) -> Result<Duration, KeyError> {
+        let staleness = self
+            .max_key_staleness
+            .map_or(crate::oidc::MAX_STALENESS, |d| d.0);
+        if staleness < Duration::from_secs(1) {
+            return Err(("maxKeyStaleness".into(), "must be at least 1s".into()));
+        }
+        Ok(staleness)
     }
 
     fn algorithms(&self) -> Result<Vec<Algorithm>, String> {

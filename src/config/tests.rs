@@ -59,6 +59,11 @@ fn a_valid_config_compiles_with_its_defaults() {
         config.issuers[0].max_token_lifetime,
         Duration::from_secs(3600)
     );
+    // Keys outlive an issuer outage by a day, unless a test says otherwise.
+    assert_eq!(
+        config.issuers[0].max_key_staleness,
+        Duration::from_secs(24 * 3600)
+    );
     assert_eq!(
         config.issuers[1].key_source,
         crate::oidc::KeySource::JwksUrl("http://127.0.0.1:5556/jwks".into())
@@ -145,6 +150,11 @@ fn each_mistake_is_refused_with_a_message_naming_file_place_and_key() {
             "    maxTokenLifetime: 10m\n",
             "    maxTokenLifetime: 10m\n    keyRefreshCooldown: 500ms\n",
             "keyRefreshCooldown",
+        ),
+        (
+            "    maxTokenLifetime: 10m\n",
+            "    maxTokenLifetime: 10m\n    maxKeyStaleness: 500ms\n",
+            "maxKeyStaleness: must be at least 1s",
         ),
         (
             "  - name: dev\n",

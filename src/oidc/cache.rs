@@ -15,8 +15,8 @@ use crate::metrics::Metrics;
 /// At most one refresh per issuer per this period (by default), however many unknown `kid`s
 /// arrive: a flood of made-up key ids must not become a flood of requests to the issuer.
 pub const REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
-/// Keys are served from cache during an issuer outage for this long after the last successful
-/// fetch; then lookups fail closed (503) until a fetch succeeds.
+/// Keys are served from cache during an issuer outage for this long (by default) after the last
+/// successful fetch; then lookups fail closed (503) until a fetch succeeds.
 pub const MAX_STALENESS: Duration = Duration::from_secs(24 * 3600);
 /// Bounds on the periodic refresh interval, whatever `max-age` says.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
@@ -79,6 +79,8 @@ pub struct KeyCache {
     refresh: tokio::sync::Mutex<Option<Instant>>,
     /// The least time between two fetches triggered by unknown kids.
     cooldown: Duration,
+    /// How long after the last successful fetch the keys are still used.
+    max_staleness: Duration,
     /// Kids found unknown by a refresh, and when: asked again within the cooldown, they are
     /// refused without waiting for the refresh lock.
     misses: Mutex<HashMap<String, Instant>>,
@@ -94,6 +96,7 @@ impl KeyCache {
             refresh: tokio::sync::Mutex::new(None),
             misses: Mutex::default(),
             cooldown: REFRESH_COOLDOWN,
+            max_staleness: MAX_STALENESS,
         }
     }
 
@@ -101,6 +104,13 @@ impl KeyCache {
     #[must_use]
     pub fn with_cooldown(mut self, cooldown: Duration) -> Self {
         self.cooldown = cooldown;
+        self
+    }
+
+    /// Sets how long keys outlive the last successful fetch (default [`MAX_STALENESS`]).
+    #[must_use]
+    pub fn with_max_staleness(mut self, max_staleness: Duration) -> Self {
+        self.max_staleness = max_staleness;
         self
     }
 
@@ -174,12 +184,12 @@ impl KeyCache {
     /// Whether usable keys are cached: some were loaded, and not too long ago.
     pub fn has_keys(&self) -> bool {
         let state = self.read();
-        !state.keys.is_empty() && is_fresh(&state)
+        !state.keys.is_empty() && is_fresh(&state, self.max_staleness)
     }
 
     fn cached(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
         let state = self.read();
-        if !is_fresh(&state) {
+        if !is_fresh(&state, self.max_staleness) {
             return None;
         }
         state.keys.get(kid).cloned()
@@ -236,10 +246,10 @@ impl KeyCache {
     }
 }
 
-fn is_fresh(state: &KeyState) -> bool {
+fn is_fresh(state: &KeyState, max_staleness: Duration) -> bool {
     state
         .last_success
-        .is_some_and(|at| at.elapsed() <= MAX_STALENESS)
+        .is_some_and(|at| at.elapsed() <= max_staleness)
 }
 
 #[cfg(test)]
@@ -367,7 +377,7 @@ mod staleness_tests {
             last_success: Some(Instant::now()),
             ..KeyState::default()
         };
-        assert!(is_fresh(&fresh));
+        assert!(is_fresh(&fresh, MAX_STALENESS));
         let Some(long_ago) = Instant::now().checked_sub(MAX_STALENESS + Duration::from_secs(1))
         else {
             return; // the monotonic clock started too recently to express this
@@ -376,7 +386,7 @@ mod staleness_tests {
             last_success: Some(long_ago),
             ..KeyState::default()
         };
-        assert!(!is_fresh(&stale));
-        assert!(!is_fresh(&KeyState::default()));
+        assert!(!is_fresh(&stale, MAX_STALENESS));
+        assert!(!is_fresh(&KeyState::default(), MAX_STALENESS));
     }
 }

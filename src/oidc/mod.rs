@@ -54,6 +54,8 @@ pub struct IssuerSettings {
     pub replay_protection: bool,
     /// The least time between two key fetches triggered by unknown `kid`s.
     pub key_refresh_cooldown: Duration,
+    /// Cached keys are used for this long after the last successful fetch, then refused.
+    pub max_key_staleness: Duration,
 }
 
 /// Where an issuer's keys are found.
@@ -233,7 +235,8 @@ impl Verifier {
         let mut by_url = HashMap::with_capacity(issuers.len());
         for settings in issuers {
             let cache = KeyCache::new(&settings.name, fetcher_for(settings)?, Arc::clone(metrics))
-                .with_cooldown(settings.key_refresh_cooldown);
+                .with_cooldown(settings.key_refresh_cooldown)
+                .with_max_staleness(settings.max_key_staleness);
             let replays = records.take(&settings.url);
             by_url.insert(
                 settings.url.clone(),

@@ -147,3 +147,19 @@ async fn a_stall_that_outlasts_the_deadline_is_not_retried() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_after_over_a_minute_is_passed_on_as_a_minute() {
+    let app = spawn_app().await;
+    // Throttled with an hour's wait (the plain-text 429), then unavailable for two minutes
+    // (a Status body): neither wait fits the deadline, and callers are told at most 60 s.
+    app.apiserver().inject(fail(429, Some(3600), 1));
+    app.apiserver().inject(fail(503, Some(120), 1));
+    for _ in 0..2 {
+        let response = app.post_token(&app.id_token(webapp_claims()), None).await;
+        assert_eq!(response.headers()["retry-after"], "60");
+        assert_error(response, 503, "temporarily_unavailable").await;
+    }
+    assert_eq!(app.apiserver().token_requests(), 2);
+    app.stop().await;
+}

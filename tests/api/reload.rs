@@ -215,3 +215,53 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A scratch directory, removed when the test ends, however it ends.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn key_fetches(app: &TestApp) -> f64 {
+    sample(
+        &app.metrics().await,
+        r#"tokenvend_jwks_fetches_total{issuer="local",result="success"}"#,
+    )
+}
+
+/// The status of an exchange of a webapp token for `audience`.
+async fn status_for(app: &TestApp, audience: &str) -> u16 {
+    let mut claims = webapp_claims();
+    claims["aud"] = json!(audience);
+    let token = app.id_token(claims);
+    app.post_token(&token, None).await.status().as_u16()
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_an_issuer_puts_its_new_settings_in_force() {
+    let scratch = Scratch(tempdir("reload-issuer"));
+    let (app, path) = spawn_app_watching(CONFIG, &scratch.0).await;
+    assert_eq!(status_for(&app, "tokenvend").await, 200);
+    assert_eq!(status_for(&app, "tokenvend-next").await, 401);
+    assert_eq!(key_fetches(&app).await, 1.0);
+
+    // Policies only: the issuer in force, and its keys, are kept.
+    let base = CONFIG.replace("{issuer}", app.issuer.url());
+    std::fs::write(&path, format!("{base}{NEWCOMER}")).unwrap();
+    await_reloads(&app, "success", 1.0).await;
+    assert_eq!(key_fetches(&app).await, 1.0, "keys fetched again");
+
+    // The issuer's audiences change: it is rebuilt, its keys fetched, and only the new
+    // audience is accepted.
+    let moved = base.replacen("audiences: [tokenvend]", "audiences: [tokenvend-next]", 1);
+    assert_ne!(moved, base);
+    std::fs::write(&path, moved).unwrap();
+    await_reloads(&app, "success", 2.0).await;
+    assert_eq!(status_for(&app, "tokenvend-next").await, 200);
+    assert_eq!(status_for(&app, "tokenvend").await, 401);
+    assert_eq!(key_fetches(&app).await, 2.0);
+    app.stop().await;
+}

@@ -7,7 +7,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tokenvend::dev::keys::SigningKey;
 
-use crate::harness::{Expect, Reply, ScriptedIssuer, Service, b64, check, config, forge, header};
+use crate::harness::{
+    Expect, Reply, ScriptedIssuer, Service, b64, check, config, forge, header, sample,
+};
 
 fn with(jwk: &Value, changes: &Value) -> Value {
     let mut jwk = jwk.clone();
@@ -472,4 +474,194 @@ async fn a_slow_drip_issuer_does_not_hold_a_request_forever() {
         &token,
     )
     .await;
+}
+
+/// A JWKS endpoint speaking raw HTTP/1.1, serving whatever body the test sets: announced by
+/// `Content-Length`, or in chunks with no length announced (so only counting what arrives
+/// can stop it).
+struct RawJwks {
+    url: String,
+    body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl RawJwks {
+    async fn start(chunked: bool) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let body = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let served = std::sync::Arc::clone(&body);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let body = served.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    let framing = if chunked {
+                        "transfer-encoding: chunked".to_owned()
+                    } else {
+                        format!("content-length: {}", body.len())
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n{framing}\r\n\r\n"
+                    );
+                    let mut response = head.into_bytes();
+                    if chunked {
+                        for chunk in body.chunks(16 * 1024) {
+                            response.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                            response.extend_from_slice(chunk);
+                            response.extend_from_slice(b"\r\n");
+                        }
+                        response.extend_from_slice(b"0\r\n\r\n");
+                    } else {
+                        response.extend_from_slice(&body);
+                    }
+                    let _ = stream.write_all(&response).await;
+                });
+            }
+        });
+        Self { url, body }
+    }
+
+    /// Serves a key set of `keys` padded (with a member the parser ignores) to exactly `size` bytes.
+    fn serve(&self, keys: &[&SigningKey], size: usize) {
+        let keys: Vec<Value> = keys.iter().map(|key| key.public_jwk()).collect();
+        let open = json!({ "keys": keys }).to_string();
+        let open = open.strip_suffix('}').unwrap();
+        let padding = size - open.len() - r#","padding":""}"#.len();
+        let body = format!(r#"{open},"padding":"{}"}}"#, "x".repeat(padding));
+        assert_eq!(body.len(), size);
+        *self.body.lock().unwrap() = body.into_bytes();
+    }
+}
+
+/// D6: a key set one byte over the body cap is refused, whatever its framing, and the keys
+/// in force stay; the same keys at exactly the cap are loaded.
+async fn a_jwks_body_over_the_cap_is_refused(chunked: bool) {
+    let cap = tokenvend::oidc::MAX_BODY_BYTES;
+    let jwks = RawJwks::start(chunked).await;
+    let alpha = ScriptedIssuer::start().await;
+    let beta = ScriptedIssuer::start().await;
+    jwks.serve(&[&alpha.rsa], 1000);
+    let extra = format!("    jwksUrl: \"{}\"\n    keyRefreshCooldown: 1s", jwks.url);
+    let service = Service::start_with_config(&config(&alpha, &beta, &extra)).await;
+    let fetches = |metrics: &str, result: &str| {
+        sample(
+            metrics,
+            &format!(r#"tokenvend_jwks_fetches_total{{issuer="alpha",result="{result}"}}"#),
+        )
+    };
+
+    let rotated = SigningKey::generate(Algorithm::RS256).unwrap();
+    let signed_by_rotated = || {
+        forge(
+            &rotated,
+            Algorithm::RS256,
+            &header(&rotated, "RS256"),
+            &alpha.claims(),
+        )
+    };
+    let wait_out_cooldown = || tokio::time::sleep(Duration::from_millis(1100));
+    jwks.serve(&[&alpha.rsa, &rotated], cap + 1);
+    wait_out_cooldown().await;
+    let token = signed_by_rotated();
+    check(
+        "D6 one byte over the cap",
+        service.exchange(&token).await,
+        Expect::Rejected,
+        &token,
+    )
+    .await;
+    let metrics = service.metrics().await;
+    assert_eq!(fetches(&metrics, "error"), Some(1.0), "{metrics}");
+    let token = alpha.token(&alpha.claims());
+    check(
+        "D6 keys in force kept",
+        service.exchange(&token).await,
+        Expect::Issued,
+        &token,
+    )
+    .await;
+
+    jwks.serve(&[&alpha.rsa, &rotated], cap);
+    wait_out_cooldown().await;
+    let token = signed_by_rotated();
+    check(
+        "D6 exactly at the cap",
+        service.exchange(&token).await,
+        Expect::Issued,
+        &token,
+    )
+    .await;
+    assert_eq!(fetches(&service.metrics().await, "success"), Some(2.0));
+}
+
+#[tokio::test]
+async fn a_jwks_body_announced_over_the_cap_is_refused() {
+    a_jwks_body_over_the_cap_is_refused(false).await;
+}
+
+#[tokio::test]
+async fn a_chunked_jwks_body_growing_over_the_cap_is_refused() {
+    a_jwks_body_over_the_cap_is_refused(true).await;
+}
+
+/// The readiness check of issuer `alpha`.
+async fn alpha_ready(service: &Service) -> bool {
+    let body: Value = service
+        .http
+        .get(format!("{}/readyz", service.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let checks = body["checks"].as_array().unwrap();
+    let alpha = checks.iter().find(|c| c["name"] == "issuer:alpha").unwrap();
+    alpha["ok"].as_bool().unwrap()
+}
+
+#[tokio::test]
+async fn cached_keys_are_refused_once_the_outage_outlasts_the_staleness_limit() {
+    // D7 with the limit shortened from 24 h to 1 s (an undocumented knob for this test).
+    let alpha = ScriptedIssuer::start().await;
+    let beta = ScriptedIssuer::start().await;
+    let extra = "    keyRefreshCooldown: 1s\n    maxKeyStaleness: 1s";
+    let service = Service::start_with_config(&config(&alpha, &beta, extra)).await;
+    let past_the_limit = || tokio::time::sleep(Duration::from_millis(1300));
+    // Fresh keys, or (on a slow start) stale ones refreshed on the spot: the issuer is up.
+    let token = alpha.token(&alpha.claims());
+    check(
+        "D7 issuer up",
+        service.exchange(&token).await,
+        Expect::Issued,
+        &token,
+    )
+    .await;
+
+    alpha.reply("/jwks", Reply::status(500));
+    past_the_limit().await;
+    let token = alpha.token(&alpha.claims());
+    check(
+        "D7 outage past the staleness limit",
+        service.exchange(&token).await,
+        Expect::Unavailable,
+        &token,
+    )
+    .await;
+    assert!(!alpha_ready(&service).await, "stale keys reported ready");
+
+    // Once a fetch succeeds again (after the refresh cooldown), the issuer's tokens pass.
+    alpha.serve_jwks(&[&alpha.rsa, &alpha.ec]);
+    past_the_limit().await;
+    let token = alpha.token(&alpha.claims());
+    check(
+        "D7 issuer back",
+        service.exchange(&token).await,
+        Expect::Issued,
+        &token,
+    )
+    .await;
+    assert!(alpha_ready(&service).await);
 }

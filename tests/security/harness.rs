@@ -440,3 +440,14 @@ pub async fn setup() -> (ScriptedIssuer, ScriptedIssuer, Service) {
     let service = Service::start(&alpha, &beta).await;
     (alpha, beta, service)
 }
+
+/// The value of one series in a Prometheus text exposition, if present.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

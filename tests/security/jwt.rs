@@ -4,7 +4,9 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use tokenvend::dev::keys::SigningKey;
 
-use crate::harness::{Expect, ScriptedIssuer, Service, b64, check, forge, forge_raw, header, now};
+use crate::harness::{
+    Expect, ScriptedIssuer, Service, b64, check, config, forge, forge_raw, header, now, sample,
+};
 
 fn hmac(secret: &[u8], header: &Value, claims: &Value) -> String {
     let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
@@ -788,4 +790,62 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
     assert_eq!(unauthorised_bodies.len(), 1, "{unauthorised_bodies:?}");
     // H2/H4: a URL taken from a token is never fetched.
     assert_eq!(alpha.hits("/evil"), 0);
+}
+
+#[tokio::test]
+async fn an_algorithm_the_issuer_does_not_allow_is_refused_even_when_the_key_would_verify_it() {
+    let alpha = ScriptedIssuer::start().await;
+    let beta = ScriptedIssuer::start().await;
+    // The RSA key states no `alg`, so the key itself would verify RS384 as well as RS256:
+    // only the issuer's `algorithms` list stands between an RS384 token and acceptance.
+    let mut rsa = alpha.rsa.public_jwk();
+    rsa.as_object_mut().unwrap().remove("alg");
+    alpha.serve_jwk_values(&[rsa]);
+    let rs384 = |issuer: &ScriptedIssuer| {
+        forge(
+            &issuer.rsa,
+            Algorithm::RS384,
+            &header(&issuer.rsa, "RS384"),
+            &issuer.claims(),
+        )
+    };
+
+    let text = config(&alpha, &beta, "");
+    assert!(text.contains("algorithms: [RS256, ES256]"), "{text}");
+    let service = Service::start_with_config(&text).await;
+    let token = rs384(&alpha);
+    check(
+        "RS384 not in [RS256, ES256]",
+        service.exchange(&token).await,
+        Expect::Rejected,
+        &token,
+    )
+    .await;
+    let token = alpha.token(&alpha.claims());
+    check(
+        "RS256 by the same key",
+        service.exchange(&token).await,
+        Expect::Issued,
+        &token,
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &service.metrics().await,
+            r#"tokenvend_rejections_total{reason="alg_not_allowed"}"#
+        ),
+        Some(1.0)
+    );
+
+    // The same key and token shape, with RS384 allowed: accepted.
+    let allowing =
+        Service::start_with_config(&text.replacen("[RS256, ES256]", "[RS256, RS384]", 1)).await;
+    let token = rs384(&alpha);
+    check(
+        "RS384 in [RS256, RS384]",
+        allowing.exchange(&token).await,
+        Expect::Issued,
+        &token,
+    )
+    .await;
 }

@@ -1,0 +1,346 @@
+//! `tokenvend serve` as a process, and the signals it is sent in production: SIGHUP with a
+//! config that does not load, and SIGTERM with a request that outlasts the grace period.
+
+#[allow(
+    dead_code,
+    reason = "shared with the api tests; this binary uses part of it"
+)]
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+use tokenvend::config::Config;
+use tokenvend::dev::apiserver::{ApiServer, Fault};
+use tokenvend::dev::issuer::LocalIssuer;
+use tokenvend::dev::session::stand_in_options;
+
+use crate::helpers::{CONFIG, webapp_claims};
+
+const SERVICE_TOKEN: &str = "service-token";
+
+/// A scratch directory, removed when the test ends, however it ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tokenvend-{name}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The local issuer and the API stand-in, in this process.
+struct Upstreams {
+    issuer: LocalIssuer,
+    apiserver: ApiServer,
+    config_text: String,
+}
+
+impl Upstreams {
+    /// `request_timeout` replaces the test config's 2 s deadline.
+    async fn start(request_timeout: &str) -> Self {
+        tokenvend::crypto::install_providers().unwrap();
+        let issuer = LocalIssuer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let config_text = CONFIG.replace("{issuer}", issuer.url()).replace(
+            "requestTimeout: 2s",
+            &format!("requestTimeout: {request_timeout}"),
+        );
+        let config = Config::parse(&config_text, Path::new("test.yaml")).unwrap();
+        let apiserver = ApiServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            stand_in_options(&config, SERVICE_TOKEN),
+        )
+        .await
+        .unwrap();
+        Self {
+            issuer,
+            apiserver,
+            config_text,
+        }
+    }
+
+    fn id_token(&self) -> String {
+        let mut claims = webapp_claims();
+        claims["aud"] = "tokenvend".into();
+        self.issuer.mint(Algorithm::RS256, claims).unwrap()
+    }
+}
+
+/// A running `tokenvend serve`, killed if the test ends before it exits.
+struct Serve {
+    child: Child,
+    public: String,
+    admin: String,
+    /// Its log lines (JSON, stderr) so far, read by `reader`.
+    log: Arc<Mutex<Vec<Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    http: reqwest::Client,
+}
+
+impl Serve {
+    /// Starts `serve` on the scratch directory's config.yaml, with HOME in the scratch directory.
+    fn start(scratch: &Scratch, upstreams: &Upstreams, flags: &[&str]) -> Self {
+        let config = scratch.write("config.yaml", &upstreams.config_text);
+        let kubeconfig =
+            scratch.write("kubeconfig", &upstreams.apiserver.kubeconfig(SERVICE_TOKEN));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenvend"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(flags)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", &scratch.0)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (serving_tx, serving_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn({
+            let log = Arc::clone(&log);
+            move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let Ok(json) = serde_json::from_str::<Value>(&line) else {
+                        continue;
+                    };
+                    if json["message"] == "tokenvend serving" {
+                        let _ = serving_tx.send((
+                            json["public"].as_str().unwrap().to_owned(),
+                            json["admin"].as_str().unwrap().to_owned(),
+                        ));
+                    }
+                    log.lock().unwrap().push(json);
+                }
+            }
+        });
+        let mut serve = Self {
+            child,
+            public: String::new(),
+            admin: String::new(),
+            log,
+            reader: Some(reader),
+            http: reqwest::Client::new(),
+        };
+        (serve.public, serve.admin) = serving_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("tokenvend serve did not start");
+        serve
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    async fn exchange(&self, id_token: &str) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .post(format!("http://{}/v1/token", self.public))
+            .bearer_auth(id_token)
+            .send()
+            .await
+    }
+
+    async fn reloads(&self, result: &str) -> f64 {
+        let metrics = self
+            .http
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let series = format!("tokenvend_config_reloads_total{{result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits (within a generous limit) until `result` reloads number `count`.
+    async fn await_reloads(&self, result: &str, count: f64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.reloads(result).await < count {
+            assert!(
+                Instant::now() < deadline,
+                "no {result} reload #{count}; log: {:?}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (within a generous limit) until a log line at `level` says `message`.
+    async fn await_log(&self, level: &str, message: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let logged = || {
+            let log = self.log.lock().unwrap();
+            log.iter()
+                .any(|line| line["level"] == level && line["message"] == message)
+        };
+        while !logged() {
+            assert!(
+                Instant::now() < deadline,
+                "not logged: {level} {message:?}; log: {:?}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// After the process exited: whether a line at `level` said `message`.
+    fn logged_before_exit(&mut self, level: &str, message: &str) -> bool {
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .any(|line| line["level"] == level && line["message"] == message)
+    }
+
+    /// The exit status, if the process ends within `limit`.
+    async fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_config_that_does_not_load_is_logged_counted_and_ignored() {
+    let upstreams = Upstreams::start("2s").await;
+    let scratch = Scratch::new("sighup");
+    // Polling the file is slower than the test: only SIGHUP can make it reload.
+    let mut serve = Serve::start(&scratch, &upstreams, &["--config-poll-interval", "1h"]);
+    assert_eq!(
+        serve
+            .exchange(&upstreams.id_token())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    scratch.write("config.yaml", "issuers: [\n");
+    serve.signal("HUP");
+    serve.await_reloads("error", 1.0).await;
+    assert_eq!(
+        serve.exit_within(Duration::ZERO).await,
+        None,
+        "SIGHUP ended the process"
+    );
+    assert_eq!(
+        serve
+            .exchange(&upstreams.id_token())
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the config in force stopped serving"
+    );
+    let ready = serve
+        .http
+        .get(format!("http://{}/readyz", serve.public))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    serve
+        .await_log("ERROR", "config reload refused; the config in force stays")
+        .await;
+
+    // A loadable config on the next SIGHUP is put in force.
+    scratch.write("config.yaml", &upstreams.config_text);
+    serve.signal("HUP");
+    serve.await_reloads("success", 1.0).await;
+    assert_eq!(serve.reloads("error").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cuts_a_request_that_outlasts_the_grace_period_and_exits_zero() {
+    // The API server stalls for 30 s and the deadline would wait for it: only the 1 s grace
+    // period can end the request.
+    let upstreams = Upstreams::start("30s").await;
+    let scratch = Scratch::new("grace");
+    let mut serve = Serve::start(&scratch, &upstreams, &["--shutdown-grace-period", "1s"]);
+    upstreams
+        .apiserver
+        .inject(Fault::Stall(Duration::from_secs(30)));
+    let in_flight = tokio::spawn({
+        let request = serve
+            .http
+            .post(format!("http://{}/v1/token", serve.public))
+            .bearer_auth(upstreams.id_token());
+        async move { request.send().await }
+    });
+    let waiting = Instant::now();
+    while upstreams.apiserver.token_requests() == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "the request never reached the API server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    serve.signal("TERM");
+    // Generous, yet well short of the stall: the grace period, not the API server, ended it.
+    let status = serve
+        .exit_within(Duration::from_secs(15))
+        .await
+        .expect("tokenvend outlived its grace period");
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    let outcome = in_flight.await.unwrap();
+    assert!(
+        outcome.is_err(),
+        "the in-flight request got an answer: {outcome:?}"
+    );
+    assert!(serve.logged_before_exit(
+        "WARN",
+        "drain timeout: closing connections with requests still in flight"
+    ));
+}
