@@ -257,6 +257,7 @@ mod tests {
             require_claims: Vec::new(),
             replay_protection: true,
             key_refresh_cooldown: Duration::from_secs(60),
+            max_key_staleness: crate::oidc::cache::MAX_STALENESS,
         }
     }
 
