@@ -4,7 +4,9 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use tokenvend::dev::keys::SigningKey;
 
-use crate::harness::{Expect, ScriptedIssuer, Service, b64, check, forge, forge_raw, header, now};
+use crate::harness::{
+    Expect, ScriptedIssuer, Service, Why, b64, check, forge, forge_raw, header, now,
+};
 
 fn hmac(secret: &[u8], header: &Value, claims: &Value) -> String {
     let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
@@ -60,31 +62,59 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
         .collect::<Vec<u8>>();
     let ec_input = ec_sig.rsplit_once('.').unwrap().0.to_owned();
     let now = now();
+    let kid = alpha.rsa.kid();
 
     let rows: Vec<(&str, String, Expect)> = vec![
         // 2.1 Algorithms
+        // The classic unsigned form never gets past the shape check (an empty segment).
+        (
+            "A1 alg none, no signature",
+            format!(
+                "{}.{good_payload}.",
+                b64(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#))
+            ),
+            Expect::Rejected(Why::Malformed),
+        ),
+        (
+            "A2 alg NONE, two segments",
+            format!(
+                "{}.{good_payload}",
+                b64(format!(r#"{{"alg":"NONE","kid":"{kid}"}}"#))
+            ),
+            Expect::Rejected(Why::Malformed),
+        ),
+        // With a signature segment and the real kid, only `alg` differs from a good token.
         (
             "A1 alg none",
-            format!("{}.{good_payload}.", b64(r#"{"alg":"none","typ":"JWT"}"#)),
-            Expect::Rejected,
+            format!(
+                "{}.{good_payload}.{good_signature}",
+                b64(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#))
+            ),
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A2 alg None",
-            format!("{}.{good_payload}.", b64(r#"{"alg":"None"}"#)),
-            Expect::Rejected,
+            format!(
+                "{}.{good_payload}.{good_signature}",
+                b64(format!(r#"{{"alg":"None","kid":"{kid}"}}"#))
+            ),
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A2 alg NONE",
-            format!("{}.{good_payload}", b64(r#"{"alg":"NONE"}"#)),
-            Expect::Rejected,
+            format!(
+                "{}.{good_payload}.{good_signature}",
+                b64(format!(r#"{{"alg":"NONE","kid":"{kid}"}}"#))
+            ),
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A2 alg nOnE",
             format!(
                 "{}.{good_payload}.{good_signature}",
-                b64(r#"{"alg":"nOnE","kid":"x"}"#)
+                b64(format!(r#"{{"alg":"nOnE","kid":"{kid}"}}"#))
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A3 HS256 keyed with the JWK text",
@@ -93,7 +123,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "HS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A3 HS256 keyed with n",
@@ -102,7 +132,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "HS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A4 HS256 with a published oct key",
@@ -111,7 +141,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "HS256", "kid": "oct1"}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A5a PS256 by the real key",
@@ -121,7 +151,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "PS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A5b RS384 by the real key",
@@ -131,7 +161,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS384"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A5c ES256 naming the RSA key",
@@ -141,7 +171,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "ES256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A5d RS256 naming the EC key",
@@ -151,7 +181,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.ec, "RS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A6 ES256 allowed beside RS256",
@@ -169,7 +199,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 "{}.{good_payload}.{good_signature}",
                 b64(format!(r#"{{"alg":"ES512","kid":"{}"}}"#, alpha.ec.kid()))
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A8 EdDSA",
@@ -177,7 +207,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 "{}.{good_payload}.{good_signature}",
                 b64(format!(r#"{{"alg":"EdDSA","kid":"{}"}}"#, alpha.ec.kid()))
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         // 2.2 Header and key source injection
         (
@@ -188,7 +218,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "jwk": attacker.public_jwk()}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "H2 jku to the attacker",
@@ -198,7 +228,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": attacker.kid(), "jku": format!("{}/evil", alpha.url)}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Kid),
         ),
         (
             "H2 x5u to the attacker",
@@ -208,7 +238,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": attacker.kid(), "x5u": format!("{}/evil", alpha.url)}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Kid),
         ),
         (
             "H3 x5c chain",
@@ -218,7 +248,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "x5c": ["MIIBattacker"]}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "H4 real signature with a jku",
@@ -234,7 +264,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "crit": ["exp"], "exp": 1}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H6 crit empty",
@@ -242,7 +272,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "crit": []}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H7 b64 false",
@@ -250,7 +280,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "b64": false, "crit": ["b64"]}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H8 kid path traversal",
@@ -258,22 +288,22 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": "../../../../dev/null"}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Kid),
         ),
         (
             "H8 kid SQL",
             rs(&json!({"alg": "RS256", "kid": "x' OR '1'='1"}), &claims),
-            Expect::Rejected,
+            Expect::Rejected(Why::Kid),
         ),
         (
             "H9 kid missing",
             rs(&json!({"alg": "RS256"}), &claims),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H10 kid a number",
             rs(&json!({"alg": "RS256", "kid": 123}), &claims),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H11 typ at+jwt",
@@ -281,7 +311,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "typ": "at+jwt"}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H11 typ absent",
@@ -302,7 +332,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 ),
                 &claims.to_string(),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H13 deeply nested header",
@@ -317,7 +347,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 ),
                 &claims.to_string(),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H14 header not JSON",
@@ -327,7 +357,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 "not json",
                 &claims.to_string(),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H14 header invalid UTF-8",
@@ -335,28 +365,28 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 "{}.{good_payload}.{good_signature}",
                 b64([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d])
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         // 2.3 Signature encoding
         (
             "S1 empty signature",
             format!("{good_input}."),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "S2 truncated signature",
             good[..good.len() - 4].to_owned(),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "S2 extended signature",
             format!("{good}AAAA"),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "S3 ECDSA r=s=0",
             format!("{ec_input}.{}", b64([0u8; 64])),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "S4 ECDSA r=s=n",
@@ -364,7 +394,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 "{ec_input}.{}",
                 b64([order.clone(), order.clone()].concat())
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "S5 ECDSA DER signature",
@@ -378,18 +408,18 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 ]
                 .concat())
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "S7 padding on the signature",
             format!("{good}=="),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "S8 standard alphabet",
             resign(&good, &good_signature.replace('-', "+").replace('_', "/")),
             if good_signature.contains(['-', '_']) {
-                Expect::Rejected
+                Expect::Rejected(Why::Malformed)
             } else {
                 Expect::Issued
             },
@@ -397,10 +427,18 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
         (
             "S11 five segments",
             format!("{good}.AAAA.BBBB"),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
-        ("S12 two segments", good_input.to_owned(), Expect::Rejected),
-        ("S12 dots only", "..".to_owned(), Expect::Rejected),
+        (
+            "S12 two segments",
+            good_input.to_owned(),
+            Expect::Rejected(Why::Malformed),
+        ),
+        (
+            "S12 dots only",
+            "..".to_owned(),
+            Expect::Rejected(Why::Malformed),
+        ),
         // 2.4 Time claims
         (
             "T1 expired",
@@ -411,7 +449,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                     &json!({"exp": now - 120, "iat": now - 400, "nbf": now - 400}),
                 ),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Expired),
         ),
         (
             "T2 expired 45 s ago (leeway 30 s)",
@@ -422,7 +460,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                     &json!({"exp": now - 45, "iat": now - 400, "nbf": now - 400}),
                 ),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Expired),
         ),
         (
             "T2 expired 10 s ago (within leeway)",
@@ -441,7 +479,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"nbf": now + 3600})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::NotYetValid),
         ),
         (
             "T4 nbf a string",
@@ -449,7 +487,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"nbf": "soon"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T5 iat a year ahead",
@@ -457,7 +495,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"iat": now + 31_536_000})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::IssuedInFuture),
         ),
         (
             "T6 iat a string",
@@ -465,17 +503,17 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"iat": "yesterday"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T6 iat missing",
             rs(&header(&alpha.rsa, "RS256"), &without(&claims, "iat")),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T7 exp missing",
             rs(&header(&alpha.rsa, "RS256"), &without(&claims, "exp")),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T7 exp null",
@@ -483,7 +521,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": null})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T8 exp a string",
@@ -491,7 +529,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": (now + 300).to_string()})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T9 exp a float (refused consistently)",
@@ -499,7 +537,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": now as f64 + 300.7})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T10 exp negative",
@@ -507,7 +545,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": -1})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T10 exp true",
@@ -515,7 +553,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": true})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T10 exp 1e20",
@@ -523,7 +561,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": 1e20})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T10 exp 2^64",
@@ -536,7 +574,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                     "\"exp\":18446744073709551616",
                 ),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T11 exp u64::MAX",
@@ -544,7 +582,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": u64::MAX})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Lifetime),
         ),
         (
             "T11 exp year 9999",
@@ -552,13 +590,13 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": 253_402_300_799u64})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Lifetime),
         ),
         // 2.5 Audience and issuer
         (
             "C1 aud missing",
             rs(&header(&alpha.rsa, "RS256"), &without(&claims, "aud")),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "C2 aud null",
@@ -566,7 +604,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": null})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "C3 aud ours and another",
@@ -574,7 +612,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": ["tokenvend", "other"]})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Audience),
         ),
         (
             "C3 aud [ours]",
@@ -590,7 +628,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": "other"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Audience),
         ),
         (
             "C4 aud upper case",
@@ -598,7 +636,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": "TOKENVEND"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Audience),
         ),
         (
             "C4 aud trailing slash",
@@ -606,7 +644,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": "tokenvend/"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Audience),
         ),
         (
             "C4 aud []",
@@ -614,7 +652,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": []})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Audience),
         ),
         (
             "C5 aud a number",
@@ -622,12 +660,12 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": 5})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "C7 iss missing",
             rs(&header(&alpha.rsa, "RS256"), &without(&claims, "iss")),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "C8 iss trailing slash",
@@ -635,7 +673,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"iss": format!("{}/", alpha.url)})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Issuer),
         ),
         (
             "C8 iss upper case",
@@ -643,7 +681,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"iss": alpha.url.to_uppercase()})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Issuer),
         ),
         (
             "C9 iss an array",
@@ -654,7 +692,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                     &json!({"iss": ["https://evil.example", alpha.url]}),
                 ),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "C10 iss a number",
@@ -662,7 +700,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"iss": 7})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "C11 beta's key claiming alpha",
@@ -672,7 +710,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&beta.rsa, "RS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Kid),
         ),
         (
             "C12 beta's key under alpha's kid",
@@ -682,7 +720,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         // 2.7 Payload structure and size
         (
@@ -693,7 +731,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256").to_string(),
                 &format!(r#"{{"iss":"https://evil",{}"#, &claims.to_string()[1..]),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P2 duplicate custom claim",
@@ -703,7 +741,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256").to_string(),
                 &format!(r#"{{"repository":"evil/x",{}"#, &claims.to_string()[1..]),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P3 payload an array",
@@ -713,7 +751,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256").to_string(),
                 &format!(r#"[{},{},"x","{}","tokenvend"]"#, now + 300, now, alpha.url),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P4 payload not JSON",
@@ -723,7 +761,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256").to_string(),
                 "not json",
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P5 deeply nested payload",
@@ -739,7 +777,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                     .unwrap(),
                 ),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P6 oversized token",
@@ -747,7 +785,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"pad": "x".repeat(20_000)})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P7 sub a number",
@@ -755,7 +793,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"sub": 42})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         // 3 (verification side)
         (
@@ -764,7 +802,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"sub": "repo:acme/webapp\u{0}evil"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::ControlCharacters),
         ),
         (
             "M1 newline in a claim",
@@ -772,17 +810,19 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"ref": "refs/heads/main\n"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::ControlCharacters),
         ),
     ];
     let mut unauthorised_bodies = std::collections::BTreeSet::new();
     for (case, token, expect) in &rows {
+        let before = service.rejections().await;
         let response = service.exchange(token).await;
-        if *expect == Expect::Rejected {
+        if matches!(expect, Expect::Rejected(_)) {
             let names: Vec<String> = response.headers().keys().map(ToString::to_string).collect();
             unauthorised_bodies.insert(names.join(","));
         }
         check(case, response, *expect, token).await;
+        service.check_counted(case, &before, *expect).await;
     }
     // N14: every rejection looks the same from outside (same headers), whatever the cause.
     assert_eq!(unauthorised_bodies.len(), 1, "{unauthorised_bodies:?}");
