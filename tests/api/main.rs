@@ -10,5 +10,8 @@ mod metrics;
 mod oauth;
 mod policy;
 mod reload;
+#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
+#[path = "../support/mod.rs"]
+mod support;
 mod token;
 mod upstream;

@@ -3,6 +3,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{CONFIG, TestApp, spawn_app_watching, webapp_claims};
+use crate::support::TempDir;
 
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics
@@ -46,7 +47,7 @@ const NEWCOMER: &str = r#"
 #[tokio::test]
 async fn a_reload_swaps_policies_while_requests_are_in_flight_without_failing_any() {
     let dir = tempdir("reload-in-flight");
-    let (app, path) = spawn_app_watching(CONFIG, &dir).await;
+    let (app, path) = spawn_app_watching(CONFIG, dir.path()).await;
     let app = std::sync::Arc::new(app);
     let newcomer = app.id_token(json!({"sub": "n", "repository": "acme/newcomer"}));
     assert_eq!(app.post_token(&newcomer, None).await.status(), 403);
@@ -107,13 +108,12 @@ async fn a_reload_swaps_policies_while_requests_are_in_flight_without_failing_an
         (1495..=1500).contains(&lifetime),
         "ttl 25m in force: {lifetime}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn an_invalid_reload_is_refused_and_counted_and_the_old_config_keeps_serving() {
     let dir = tempdir("reload-invalid");
-    let (app, path) = spawn_app_watching(CONFIG, &dir).await;
+    let (app, path) = spawn_app_watching(CONFIG, dir.path()).await;
     let good = std::fs::read_to_string(&path).unwrap();
     for (round, broken) in [
         good.replacen("ttl: 15m", "ttl: 5m", 1),
@@ -140,11 +140,8 @@ async fn an_invalid_reload_is_refused_and_counted_and_the_old_config_keeps_servi
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tokenvend-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tempdir(name: &str) -> TempDir {
+    TempDir::new(name)
 }

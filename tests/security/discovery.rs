@@ -455,7 +455,8 @@ async fn a_private_issuer_over_https_is_trusted_through_its_ca_file() {
         &token,
     )
     .await;
-    let ca = std::env::temp_dir().join(format!("tokenvend-ca-{}.pem", std::process::id()));
+    let dir = crate::support::TempDir::new("issuer-ca");
+    let ca = dir.join("ca.pem");
     std::fs::write(&ca, alpha.ca_pem.as_ref().unwrap()).unwrap();
     let trusted = Service::start_with_config(&config(
         &alpha,
@@ -470,7 +471,6 @@ async fn a_private_issuer_over_https_is_trusted_through_its_ca_file() {
         &token,
     )
     .await;
-    let _ = std::fs::remove_file(ca);
 }
 
 #[tokio::test]
