@@ -1,5 +1,9 @@
 //! `tokenvend check`: exit codes and messages, on the examples and on broken files.
 
+#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
+mod support;
+
+use crate::support::TempDir;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -54,8 +58,7 @@ fn every_example_config_passes_its_own_tests() {
 
 #[test]
 fn each_broken_config_exits_1_naming_file_policy_and_key() {
-    let dir = std::env::temp_dir().join(format!("tokenvend-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("check");
     let rows: &[(&str, &str, &str, &str)] = &[
         (
             "unknown-key",
@@ -152,13 +155,11 @@ fn each_broken_config_exits_1_naming_file_policy_and_key() {
             "{name}: expected {expected:?} in {stderr}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_failing_test_case_exits_1_and_shows_the_decision() {
-    let dir = std::env::temp_dir().join(format!("tokenvend-check-fail-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("check-fail");
     let path = dir.join("wrong-expectation.yaml");
     std::fs::write(
         &path,
@@ -171,13 +172,11 @@ fn a_failing_test_case_exits_1_and_shows_the_decision() {
     assert!(stdout.contains("claim ref does not match"), "{stdout}");
     assert!(stdout.contains("decision: deny"), "{stdout}");
     assert!(stderr.contains("1 of 1 tests failed"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn explain_prints_the_decision_trace() {
-    let dir = std::env::temp_dir().join(format!("tokenvend-explain-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("explain");
     let config = dir.join("config.yaml");
     std::fs::write(&config, VALID).unwrap();
     let claims = dir.join("claims.json");
@@ -195,5 +194,4 @@ fn explain_prints_the_decision_trace() {
     assert!(stdout.contains("policy \"deploy\" applies"), "{stdout}");
     assert!(stdout.contains("allow: production/deployer"), "{stdout}");
     assert!(stdout.contains("3600s, reduced from 7200s"), "{stdout}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

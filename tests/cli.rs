@@ -1,8 +1,13 @@
 //! The binary as a newcomer runs it: `tokenvend dev`, its banner, and the commands it prints.
 
+#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::support::{ChildGuard, TempDir, private_home, tool};
 
 /// Reads the child's stdout until the banner's last command, or gives up after `limit`.
 fn read_banner(stdout: impl std::io::Read + Send + 'static, limit: Duration) -> String {
@@ -40,28 +45,33 @@ fn commands(banner: &str) -> Vec<&str> {
 
 #[test]
 fn dev_prints_a_banner_whose_commands_return_a_token_and_stops_cleanly_on_sigterm() {
-    let state_dir = std::env::temp_dir().join(format!("tokenvend-dev-test-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenvend"))
-        .args([
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--issuer-listen",
-            "127.0.0.1:0",
-            "--apiserver-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // The printed commands run in bash and use curl and kubectl.
+    let mut bash = tool("bash");
+    tool("curl");
+    tool("kubectl");
+    let dir = TempDir::new("dev");
+    let state_dir = dir.join("state");
+    let mut child = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tokenvend"))
+            .args([
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--issuer-listen",
+                "127.0.0.1:0",
+                "--apiserver-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
     let banner = read_banner(child.stdout.take().unwrap(), Duration::from_secs(60));
     let commands = commands(&banner);
     assert_eq!(commands.len(), 4, "banner:\n{banner}");
@@ -74,7 +84,7 @@ fn dev_prints_a_banner_whose_commands_return_a_token_and_stops_cleanly_on_sigter
         sa = commands[2],
         whoami = commands[3],
     );
-    let output = Command::new("bash")
+    let output = private_home(&mut bash, &dir.home())
         .arg("-c")
         .arg(&script)
         .output()
@@ -116,113 +126,4 @@ fn dev_prints_a_banner_whose_commands_return_a_token_and_stops_cleanly_on_sigter
         std::os::unix::fs::PermissionsExt::mode(&kubeconfig.permissions()) & 0o777,
         0o600
     );
-    let _ = std::fs::remove_dir_all(&state_dir);
-}
-
-fn curl(args: &[&str]) -> String {
-    let output = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-#[test]
-fn sighup_reloads_the_config_file() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("tokenvend-sighup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("dev.yaml");
-    let original =
-        include_str!("../config/dev.yaml").replace("127.0.0.1:5556", &format!("127.0.0.1:{port}"));
-    std::fs::write(&config, &original).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenvend"))
-        .args([
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--apiserver-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--issuer-listen",
-            &format!("127.0.0.1:{port}"),
-            "--config-poll-interval",
-            "1h",
-        ])
-        .arg("--config")
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let banner = read_banner(child.stdout.take().unwrap(), Duration::from_secs(60));
-    let service = banner
-        .lines()
-        .find_map(|line| {
-            line.trim()
-                .strip_prefix("service")?
-                .split_whitespace()
-                .next()
-        })
-        .unwrap_or_else(|| panic!("no service line in:\n{banner}"))
-        .to_owned();
-    let id_token = Command::new("curl")
-        .args([
-            "-s",
-            &format!("http://127.0.0.1:{port}/token?sub=dev-user&aud=tokenvend&format=raw"),
-        ])
-        .output()
-        .unwrap();
-    let id_token = String::from_utf8_lossy(&id_token.stdout).trim().to_owned();
-    let exchange = || {
-        curl(&[
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {id_token}"),
-            &format!("{service}/v1/token"),
-        ])
-    };
-    assert_eq!(exchange(), "200");
-
-    // The dev user loses its policy; the file changes, and only SIGHUP makes it count.
-    std::fs::write(
-        &config,
-        original.replacen("sub: dev-user", "sub: someone-else", 1),
-    )
-    .unwrap();
-    assert_eq!(
-        exchange(),
-        "200",
-        "reloaded without SIGHUP (the poll interval is an hour)"
-    );
-    let hup = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while exchange() != "403" {
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP did not reload the config"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,9 +7,11 @@
 )]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
+mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,21 +23,15 @@ use serde_json::{Value, json};
 use tokenvend::dev::apiserver::Fault;
 
 use crate::helpers::{TestApp, spawn_app, webapp_claims};
+use crate::support::{ChildGuard, TempDir, private_home, tool};
 
 const DEPLOYER: &str = "system:serviceaccount:production:deployer";
 const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tokenvend-client-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn tokenvend_token(app: &TestApp) -> Command {
+/// `tokenvend token --server APP`, with HOME (and so its default cache) inside `dir`.
+fn tokenvend_token(app: &TestApp, dir: &TempDir) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tokenvend"));
+    private_home(&mut command, &dir.home());
     command
         .args(["token", "--server", &app.address])
         .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
@@ -65,17 +61,17 @@ async fn username(app: &TestApp, token: &str) -> Option<String> {
 #[tokio::test]
 async fn a_token_comes_from_a_file_an_env_var_or_stdin() {
     let app = spawn_app().await;
-    let dir = scratch_dir("sources");
+    let dir = TempDir::new("client-sources");
     let file = dir.join("id-token");
     std::fs::write(&file, format!("{}\n", app.id_token(webapp_claims()))).unwrap();
 
-    let mut from_file = tokenvend_token(&app);
+    let mut from_file = tokenvend_token(&app, &dir);
     from_file.arg("--id-token-file").arg(&file);
-    let mut from_env = tokenvend_token(&app);
+    let mut from_env = tokenvend_token(&app, &dir);
     from_env
         .args(["--id-token-env", "CI_ID_TOKEN", "--output", "json"])
         .env("CI_ID_TOKEN", app.id_token(webapp_claims()));
-    let mut from_stdin = tokenvend_token(&app);
+    let mut from_stdin = tokenvend_token(&app, &dir);
     from_stdin.args(["--id-token-stdin", "-o", "exec-credential"]);
 
     let file_out = output_of(from_file).await;
@@ -115,7 +111,11 @@ async fn a_token_comes_from_a_file_an_env_var_or_stdin() {
     assert_eq!(credential["kind"], "ExecCredential");
     let token = credential["status"]["token"].as_str().unwrap();
     assert_eq!(username(&app, token).await.as_deref(), Some(DEPLOYER));
-    let _ = std::fs::remove_dir_all(dir);
+    // The exec credential was cached under the private HOME, not the developer's.
+    let cached = std::fs::read_dir(dir.home().join(".cache").join("tokenvend"))
+        .expect("a cache under the test's HOME")
+        .count();
+    assert_eq!(cached, 1);
     app.stop().await;
 }
 
@@ -168,9 +168,10 @@ async fn actions_endpoint(
 #[tokio::test]
 async fn the_github_actions_source_asks_for_the_audience_with_the_request_token() {
     let app = spawn_app().await;
+    let dir = TempDir::new("client-actions");
     let (url, seen) = actions_endpoint("request-token", app.id_token(webapp_claims())).await;
 
-    let mut command = tokenvend_token(&app);
+    let mut command = tokenvend_token(&app, &dir);
     command
         .args(["--id-token-audience", "tokenvend"])
         .env("ACTIONS_ID_TOKEN_REQUEST_URL", &url)
@@ -184,7 +185,7 @@ async fn the_github_actions_source_asks_for_the_audience_with_the_request_token(
     );
     assert_eq!(seen.lock().unwrap().audiences, ["tokenvend"]);
 
-    let mut refused = tokenvend_token(&app);
+    let mut refused = tokenvend_token(&app, &dir);
     refused
         .arg("--github-actions")
         .env("ACTIONS_ID_TOKEN_REQUEST_URL", &url)
@@ -220,7 +221,7 @@ fn exec_plugin_kubeconfig(app: &TestApp, id_token_file: &Path, cache_file: &Path
 #[tokio::test]
 async fn kubectl_with_the_exec_plugin_is_the_service_account_and_reuses_the_cached_credential() {
     let app = spawn_app().await;
-    let dir = scratch_dir("exec");
+    let dir = TempDir::new("client-exec");
     let id_token_file = dir.join("id-token");
     std::fs::write(&id_token_file, app.id_token(webapp_claims())).unwrap();
     let cache_file = dir.join("cache").join("credential.json");
@@ -232,7 +233,8 @@ async fn kubectl_with_the_exec_plugin_is_the_service_account_and_reuses_the_cach
     .unwrap();
 
     for _ in 0..2 {
-        let mut kubectl = Command::new("kubectl");
+        let mut kubectl = tool("kubectl");
+        private_home(&mut kubectl, &dir.home());
         kubectl
             .arg("--kubeconfig")
             .arg(&kubeconfig)
@@ -254,13 +256,12 @@ async fn kubectl_with_the_exec_plugin_is_the_service_account_and_reuses_the_cach
         "the second run used the cache"
     );
     assert_eq!(mode_of(&cache_file), 0o600);
-    let _ = std::fs::remove_dir_all(dir);
     app.stop().await;
 }
 
 /// `tokenvend token --watch --out DIR/token`, refreshing after 0.2% of the lifetime (~2 s).
-fn start_watch(app: &TestApp, id_token_file: &Path, out: &Path) -> Child {
-    let mut command = tokenvend_token(app);
+fn start_watch(app: &TestApp, dir: &TempDir, id_token_file: &Path, out: &Path) -> ChildGuard {
+    let mut command = tokenvend_token(app, dir);
     command
         .arg("--id-token-file")
         .arg(id_token_file)
@@ -270,7 +271,7 @@ fn start_watch(app: &TestApp, id_token_file: &Path, out: &Path) -> Child {
         .args(["--retry-initial", "200ms", "--retry-max", "1s"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    command.spawn().unwrap()
+    ChildGuard::spawn(&mut command)
 }
 
 /// The file's token, asserting it is whole: one JWT and a newline.
@@ -303,7 +304,7 @@ async fn watch_file(out: &Path, limit: Duration, mut done: impl FnMut(Option<&st
     }
 }
 
-fn stop_with_sigterm(mut child: Child) {
+fn stop_with_sigterm(mut child: ChildGuard) {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -323,7 +324,7 @@ fn stop_with_sigterm(mut child: Child) {
 #[tokio::test]
 async fn watch_does_not_create_the_file_before_its_first_success() {
     let app = spawn_app().await;
-    let dir = scratch_dir("watch-ready");
+    let dir = TempDir::new("client-watch-ready");
     let id_token_file = dir.join("id-token");
     std::fs::write(&id_token_file, app.id_token(webapp_claims())).unwrap();
     let out = dir.join("token");
@@ -334,7 +335,7 @@ async fn watch_does_not_create_the_file_before_its_first_success() {
         times: 1000,
     });
 
-    let child = start_watch(&app, &id_token_file, &out);
+    let child = start_watch(&app, &dir, &id_token_file, &out);
     let deadline = Instant::now() + Duration::from_secs(20);
     while app.apiserver().token_requests() < 4 {
         assert!(Instant::now() < deadline, "the watcher did not retry");
@@ -351,18 +352,17 @@ async fn watch_does_not_create_the_file_before_its_first_success() {
     assert_eq!(username(&app, &token).await.as_deref(), Some(DEPLOYER));
     assert_eq!(mode_of(&out), 0o600);
     stop_with_sigterm(child);
-    let _ = std::fs::remove_dir_all(dir);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn watch_replaces_the_file_before_expiry_and_keeps_a_valid_token_through_an_outage() {
     let app = spawn_app().await;
-    let dir = scratch_dir("watch");
+    let dir = TempDir::new("client-watch");
     let id_token_file = dir.join("id-token");
     std::fs::write(&id_token_file, app.id_token(webapp_claims())).unwrap();
     let out = dir.join("token");
-    let child = start_watch(&app, &id_token_file, &out);
+    let child = start_watch(&app, &dir, &id_token_file, &out);
 
     let mut first = None;
     watch_file(&out, Duration::from_secs(20), |t| {
@@ -413,7 +413,6 @@ async fn watch_replaces_the_file_before_expiry_and_keeps_a_valid_token_through_a
 
     stop_with_sigterm(child);
     assert!(out.exists(), "a clean stop leaves the valid token in place");
-    let _ = std::fs::remove_dir_all(dir);
     app.stop().await;
 }
 
@@ -469,7 +468,7 @@ async fn malicious_server() -> String {
 #[tokio::test]
 async fn a_kubeconfig_is_built_from_the_json_answer_so_a_server_cannot_plant_exec_or_clusters() {
     let server = malicious_server().await;
-    let dir = scratch_dir("planted");
+    let dir = TempDir::new("client-planted");
     let out = dir.join("kubeconfig");
     let mut command = Command::new(env!("CARGO_BIN_EXE_tokenvend"));
     command
@@ -485,6 +484,7 @@ async fn a_kubeconfig_is_built_from_the_json_answer_so_a_server_cannot_plant_exe
         .env("CI_ID_TOKEN", "x.y.z")
         .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
         .env_remove("KUBERNETES_EXEC_INFO");
+    private_home(&mut command, &dir.home());
     let output = output_of(command).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
 
@@ -501,7 +501,6 @@ async fn a_kubeconfig_is_built_from_the_json_answer_so_a_server_cannot_plant_exe
     assert_eq!(users.len(), 1);
     assert_eq!(users[0]["user"], json!({"token": "a.b.c"}));
     assert_eq!(parsed["contexts"][0]["context"]["namespace"], "production");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -517,7 +516,9 @@ async fn plain_http_to_a_server_off_loopback_is_refused_before_any_connection() 
             drop(socket);
         }
     });
+    let dir = TempDir::new("client-plain-http");
     let mut command = Command::new(env!("CARGO_BIN_EXE_tokenvend"));
+    private_home(&mut command, &dir.home());
     command
         .args(["token", "--server", "http://tokenvend.example.com"])
         .args(["--id-token-env", "CI_ID_TOKEN"])

@@ -1,5 +1,6 @@
-//! `tokenvend serve` as a process, stopped with SIGTERM while a token request is in flight:
-//! the request completes, new connections are refused, and the process exits 0.
+//! `tokenvend serve` as a process: stopped with SIGTERM while a token request is in flight,
+//! the request completes, new connections are refused, and the process exits 0; sent SIGHUP,
+//! it reloads its config file.
 
 #[allow(
     dead_code,
@@ -7,6 +8,8 @@
 )]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
+mod support;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,16 +24,9 @@ use tokenvend::dev::issuer::LocalIssuer;
 use tokenvend::dev::session::stand_in_options;
 
 use crate::helpers::{CONFIG, webapp_claims};
+use crate::support::{ChildGuard, TempDir};
 
 const SERVICE_TOKEN: &str = "service-token";
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The address of the public listener, from the `tokenvend serving` log line on stderr.
 fn public_address(child: &mut Child) -> String {
@@ -88,23 +84,25 @@ async fn sigterm_mid_request_completes_it_refuses_new_connections_and_exits_zero
     )
     .await
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("tokenvend-shutdown-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _scratch = Scratch(dir.clone());
-    let config_path = write(&dir, "config.yaml", &config_text);
-    let kubeconfig = write(&dir, "kubeconfig", &apiserver.kubeconfig(SERVICE_TOKEN));
+    let dir = TempDir::new("shutdown");
+    let config_path = write(dir.path(), "config.yaml", &config_text);
+    let kubeconfig = write(
+        dir.path(),
+        "kubeconfig",
+        &apiserver.kubeconfig(SERVICE_TOKEN),
+    );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenvend"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--shutdown-grace-period", "30s"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tokenvend"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--shutdown-grace-period", "30s"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     let address = public_address(&mut child);
 
     apiserver.inject(Fault::Stall(Duration::from_secs(3)));
@@ -160,6 +158,88 @@ async fn sigterm_mid_request_completes_it_refuses_new_connections_and_exits_zero
 
     let status = exit_status(&mut child, Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "exit status {status}");
+    apiserver.shutdown().await;
+    issuer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file() {
+    tokenvend::crypto::install_providers().unwrap();
+    // The issuer and the API stand-in listen on ports this test holds: no port is released and
+    // handed to the child.
+    let issuer = LocalIssuer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let config_text = CONFIG.replace("{issuer}", issuer.url());
+    let config = Config::parse(&config_text, Path::new("test.yaml")).unwrap();
+    let apiserver = ApiServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        stand_in_options(&config, SERVICE_TOKEN),
+    )
+    .await
+    .unwrap();
+    let dir = TempDir::new("sighup");
+    let config_path = write(dir.path(), "config.yaml", &config_text);
+    let kubeconfig = write(
+        dir.path(),
+        "kubeconfig",
+        &apiserver.kubeconfig(SERVICE_TOKEN),
+    );
+    let mut child = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tokenvend"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--config-poll-interval", "1h"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let address = public_address(&mut child);
+    let mut claims = webapp_claims();
+    claims["aud"] = "tokenvend".into();
+    let exchange = || {
+        let id_token = issuer.mint(Algorithm::RS256, claims.clone()).unwrap();
+        let url = format!("http://{address}/v1/token");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(id_token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(exchange().await, 200);
+
+    // The caller's policy goes; the file changes, and only SIGHUP makes it count.
+    std::fs::write(
+        &config_path,
+        config_text.replacen("repository: acme/webapp", "repository: acme/nobody", 1),
+    )
+    .unwrap();
+    assert_eq!(
+        exchange().await,
+        200,
+        "reloaded without SIGHUP (the poll interval is an hour)"
+    );
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while exchange().await != 403 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the config"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(child);
     apiserver.shutdown().await;
     issuer.shutdown().await;
 }

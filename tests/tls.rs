@@ -9,7 +9,7 @@
 mod helpers;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject as _;
@@ -23,6 +23,44 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::helpers::{CONFIG, spawn_app_serving, webapp_claims};
+
+/// Everything this test binary logged at WARN and above (one process-wide subscriber).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+    type Writer = Self;
+
+    fn make_writer(&'w self) -> Self {
+        self.clone()
+    }
+}
+
+fn warnings() -> String {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    let captured = LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(captured.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        captured
+    });
+    String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned()
+}
 
 struct TempDir(PathBuf);
 
@@ -161,6 +199,7 @@ async fn a_rotated_certificate_is_presented_to_new_connections_without_dropping_
 #[tokio::test]
 async fn a_broken_rotation_keeps_the_previous_certificate() {
     tokenvend::crypto::install_providers().unwrap();
+    warnings();
     let ca = DevCa::generate("tokenvend test CA").unwrap();
     let first = ca.issue_server_cert(&["localhost", "127.0.0.1"]).unwrap();
     let (_dir, files) = temp_dir("tls-broken");
@@ -173,7 +212,18 @@ async fn a_broken_rotation_keeps_the_previous_certificate() {
     let app = spawn_app_serving(CONFIG, |_| {}, options).await;
     let address = app.address.strip_prefix("https://").unwrap().to_owned();
     std::fs::write(&files.cert, "not a certificate").unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The reloader saw the broken pair and refused it (its warning names the file)...
+    let refused = format!("{} holds no PEM certificate", files.cert.display());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !warnings().contains(&refused) {
+        assert!(
+            Instant::now() < deadline,
+            "the broken pair was never refused; warnings:\n{}",
+            warnings()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and the previous certificate is still served.
     let connector = connector(&ca);
     let mut stream = connect(&connector, &address).await;
     assert_eq!(presented(&stream), leaf_der(&first));

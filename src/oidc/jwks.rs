@@ -147,9 +147,17 @@ fn rsa_key(n: &str, e: &str) -> Option<DecodingKey> {
 }
 
 fn ec_key(crv: &str, x: &str, y: &str) -> Option<(KeyKind, DecodingKey)> {
-    let (kind, size) = match crv {
-        "P-256" => (KeyKind::EcP256, 32),
-        "P-384" => (KeyKind::EcP384, 48),
+    let (kind, size, curve) = match crv {
+        "P-256" => (
+            KeyKind::EcP256,
+            32,
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        ),
+        "P-384" => (
+            KeyKind::EcP384,
+            48,
+            &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED,
+        ),
         _ => return None,
     };
     let x_bytes = URL_SAFE_NO_PAD.decode(x).ok()?;
@@ -157,6 +165,9 @@ fn ec_key(crv: &str, x: &str, y: &str) -> Option<(KeyKind, DecodingKey)> {
     if x_bytes.len() != size || y_bytes.len() != size {
         return None;
     }
+    // A point off the curve is refused here, when the set is loaded, not at verification.
+    let point = [&[0x04], x_bytes.as_slice(), y_bytes.as_slice()].concat();
+    aws_lc_rs::signature::ParsedPublicKey::new(curve, &point).ok()?;
     Some((kind, DecodingKey::from_ec_components(x, y).ok()?))
 }
 
@@ -225,6 +236,13 @@ mod tests {
             (
                 "secp256k1",
                 with(ec(), &json!({"crv": "secp256k1", "alg": null})),
+            ),
+            (
+                "P-256 point off the curve",
+                with(
+                    ec(),
+                    &json!({"y": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0u8; 32])}),
+                ),
             ),
             (
                 "OKP",

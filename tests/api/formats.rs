@@ -2,25 +2,15 @@
 //! real kubectl against the API stand-in.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 use crate::helpers::{CONFIG, TestApp, assert_error, spawn_app, spawn_app_with, webapp_claims};
+use crate::support::{TempDir, private_home, tool};
 
 const DEPLOYER: &str = "system:serviceaccount:production:deployer";
-
-/// A private scratch directory for one test.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tokenvend-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 async fn post_format(app: &TestApp, format: &str) -> reqwest::Response {
     app.http
@@ -32,9 +22,10 @@ async fn post_format(app: &TestApp, format: &str) -> reqwest::Response {
 }
 
 /// `kubectl --kubeconfig FILE auth whoami`, its stdout, and whether it succeeded.
-async fn kubectl_whoami(kubeconfig: PathBuf) -> (bool, String) {
+async fn kubectl_whoami(kubeconfig: PathBuf, home: PathBuf) -> (bool, String) {
     tokio::task::spawn_blocking(move || {
-        let output = Command::new("kubectl")
+        let mut kubectl = tool("kubectl");
+        let output = private_home(&mut kubectl, &home)
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args([
@@ -45,7 +36,7 @@ async fn kubectl_whoami(kubeconfig: PathBuf) -> (bool, String) {
             ])
             .env_remove("KUBECONFIG")
             .output()
-            .expect("kubectl is installed (.ci/ensure-kubectl)");
+            .unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
@@ -65,10 +56,10 @@ async fn kubectl_with_the_minted_kubeconfig_is_the_service_account() {
     assert_eq!(response.headers()["content-type"], "application/yaml");
     assert_eq!(response.headers()["cache-control"], "no-store");
     let kubeconfig = response.text().await.unwrap();
-    let dir = scratch_dir("kubeconfig");
+    let dir = TempDir::new("kubeconfig");
     std::fs::write(dir.join("config"), &kubeconfig).unwrap();
 
-    let (ok, whoami) = kubectl_whoami(dir.join("config")).await;
+    let (ok, whoami) = kubectl_whoami(dir.join("config"), dir.home()).await;
 
     assert!(ok, "kubectl auth whoami:\n{whoami}");
     assert_eq!(whoami.trim(), DEPLOYER);
@@ -79,13 +70,12 @@ async fn kubectl_with_the_minted_kubeconfig_is_the_service_account() {
         parsed["clusters"][0]["cluster"]["server"],
         app.apiserver().url()
     );
-    let _ = std::fs::remove_dir_all(dir);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn the_kubeconfig_server_and_ca_come_from_the_config_when_set_and_the_json_names_them_too() {
-    let dir = scratch_dir("kubeconfig-ca");
+    let dir = TempDir::new("kubeconfig-ca");
     let ca_file = dir.join("cluster-ca.crt");
     let ca_pem = "-----BEGIN CERTIFICATE-----\nMIIBconfigured\n-----END CERTIFICATE-----\n";
     std::fs::write(&ca_file, ca_pem).unwrap();
@@ -112,7 +102,6 @@ async fn the_kubeconfig_server_and_ca_come_from_the_config_when_set_and_the_json
         serde_json::json!({"server": "https://k8s.example.com:6443", "certificateAuthorityData": ca}),
         "the same cluster, as plain data"
     );
-    let _ = std::fs::remove_dir_all(dir);
     app.stop().await;
 }
 

@@ -12,5 +12,8 @@ mod policy;
 mod reload;
 mod replay;
 mod slow_clients;
+#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
+#[path = "../support/mod.rs"]
+mod support;
 mod token;
 mod upstream;

@@ -3,6 +3,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{CONFIG, TestApp, assert_error, spawn_app_watching, webapp_claims};
+use crate::support::TempDir;
 
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics
@@ -46,7 +47,7 @@ const NEWCOMER: &str = r#"
 #[tokio::test]
 async fn a_reload_swaps_policies_while_requests_are_in_flight_without_failing_any() {
     let dir = tempdir("reload-in-flight");
-    let (app, path) = spawn_app_watching(CONFIG, &dir).await;
+    let (app, path) = spawn_app_watching(CONFIG, dir.path()).await;
     let app = std::sync::Arc::new(app);
     let newcomer = app.id_token(json!({"sub": "n", "repository": "acme/newcomer"}));
     assert_eq!(app.post_token(&newcomer, None).await.status(), 403);
@@ -107,13 +108,12 @@ async fn a_reload_swaps_policies_while_requests_are_in_flight_without_failing_an
         (1495..=1500).contains(&lifetime),
         "ttl 25m in force: {lifetime}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn an_invalid_reload_is_refused_and_counted_and_the_old_config_keeps_serving() {
     let dir = tempdir("reload-invalid");
-    let (app, path) = spawn_app_watching(CONFIG, &dir).await;
+    let (app, path) = spawn_app_watching(CONFIG, dir.path()).await;
     let good = std::fs::read_to_string(&path).unwrap();
     for (round, broken) in [
         good.replacen("ttl: 15m", "ttl: 5m", 1),
@@ -140,13 +140,12 @@ async fn an_invalid_reload_is_refused_and_counted_and_the_old_config_keeps_servi
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn policies_and_issuers_a_reload_adds_are_exported_at_zero() {
     let dir = tempdir("reload-series");
-    let (app, path) = spawn_app_watching(CONFIG, &dir).await;
+    let (app, path) = spawn_app_watching(CONFIG, dir.path()).await;
     let second = tokenvend::dev::issuer::LocalIssuer::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -162,7 +161,6 @@ async fn policies_and_issuers_a_reload_adds_are_exported_at_zero() {
     std::fs::write(&path, text).unwrap();
     await_reloads(&app, "success", 1.0).await;
     let metrics = app.metrics().await;
-    let _ = std::fs::remove_dir_all(dir);
     for series in [
         r#"tokenvend_tokens_issued_total{policy="newcomer"}"#,
         r#"tokenvend_replays_rejected_total{issuer="second"}"#,
@@ -184,7 +182,7 @@ async fn a_token_exchanged_before_a_reload_that_changes_its_issuer_is_still_spen
         "maxTokenLifetime: 1h\n    replayProtection: true\n",
         1,
     );
-    let (app, path) = spawn_app_watching(&template, &dir).await;
+    let (app, path) = spawn_app_watching(&template, dir.path()).await;
     let token = app.id_token(webapp_claims());
     assert_eq!(app.post_token(&token, None).await.status(), 200);
 
@@ -207,22 +205,10 @@ async fn a_token_exchanged_before_a_reload_that_changes_its_issuer_is_still_spen
     );
     let fresh = app.id_token(webapp_claims());
     assert_eq!(app.post_token(&fresh, None).await.status(), 200);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tokenvend-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A scratch directory, removed when the test ends, however it ends.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn tempdir(name: &str) -> TempDir {
+    TempDir::new(name)
 }
 
 async fn key_fetches(app: &TestApp) -> f64 {
@@ -242,8 +228,8 @@ async fn status_for(app: &TestApp, audience: &str) -> u16 {
 
 #[tokio::test]
 async fn a_reload_that_changes_an_issuer_puts_its_new_settings_in_force() {
-    let scratch = Scratch(tempdir("reload-issuer"));
-    let (app, path) = spawn_app_watching(CONFIG, &scratch.0).await;
+    let scratch = tempdir("reload-issuer");
+    let (app, path) = spawn_app_watching(CONFIG, scratch.path()).await;
     assert_eq!(status_for(&app, "tokenvend").await, 200);
     assert_eq!(status_for(&app, "tokenvend-next").await, 401);
     assert_eq!(key_fetches(&app).await, 1.0);

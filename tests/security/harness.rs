@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -21,6 +22,64 @@ use tokenvend::dev::session::{kube_config_for, stand_in_options};
 use tokenvend::dev::tls::{DevCa, serve_tls};
 
 pub const AUDIENCE: &str = "tokenvend";
+
+/// What this test binary logged at WARN and above (one process-wide subscriber, installed by
+/// the first service; the tests look for lines naming their own issuer's port or values).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+    type Writer = Self;
+
+    fn make_writer(&'w self) -> Self {
+        self.clone()
+    }
+}
+
+static LOGS: OnceLock<Captured> = OnceLock::new();
+
+fn capture_logs() -> &'static Captured {
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(captured.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        captured
+    })
+}
+
+/// Waits (up to 20 s) for a logged line holding every one of `parts`.
+pub async fn logged(parts: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8_lossy(&capture_logs().0.lock().unwrap()).into_owned();
+        if text
+            .lines()
+            .any(|line| parts.iter().all(|part| line.contains(part)))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {parts:?} in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// One scripted answer.
 #[derive(Clone, Debug)]
@@ -307,6 +366,7 @@ impl Service {
 
     pub async fn start_with_config(text: &str) -> Self {
         tokenvend::crypto::install_providers().unwrap();
+        capture_logs();
         let config = Config::parse(text, Path::new("security.yaml")).unwrap();
         let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let apiserver = ApiServer::start(loopback, stand_in_options(&config, "service-token"))
@@ -354,6 +414,45 @@ impl Service {
             .unwrap()
     }
 
+    /// `tokenvend_rejections_total` by reason.
+    pub async fn rejections(&self) -> HashMap<String, u64> {
+        self.metrics()
+            .await
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("tokenvend_rejections_total{reason=\"")?;
+                let (reason, count) = rest.split_once("\"} ")?;
+                Some((reason.to_owned(), count.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Exchanges `token` and checks the answer against `expect`; a rejection must also be
+    /// counted once, under its own reason, in `rejections_total`.
+    pub async fn expect(&self, case: &str, token: &str, expect: Expect) {
+        let before = self.rejections().await;
+        check(case, self.exchange(token).await, expect, token).await;
+        self.check_counted(case, &before, expect).await;
+    }
+
+    /// Asserts what `rejections_total` counted since `before`: one under the row's reason for
+    /// a rejection, nothing otherwise.
+    pub async fn check_counted(&self, case: &str, before: &HashMap<String, u64>, expect: Expect) {
+        let after = self.rejections().await;
+        let counted: Vec<(String, u64)> = after
+            .into_iter()
+            .filter_map(|(reason, count)| {
+                let grew = count - before.get(&reason).copied().unwrap_or_default();
+                (grew > 0).then_some((reason, grew))
+            })
+            .collect();
+        let want = match expect {
+            Expect::Rejected(why) => vec![(why.reason().to_owned(), 1)],
+            _ => Vec::new(),
+        };
+        assert_eq!(counted, want, "{case}: rejections_total");
+    }
+
     pub async fn metrics(&self) -> String {
         self.http
             .get(format!("{}/metrics", self.admin))
@@ -374,13 +473,77 @@ impl Drop for Service {
     }
 }
 
+/// Why a token is refused: the category a caller reads in `error_description`, and the finer
+/// reason the `rejections_total{reason}` metric counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Not a JWT, or a header or claim of the wrong shape.
+    Malformed,
+    /// Well formed, but a claim's value is refused (`sub`, `jti`, a claim over its limits).
+    Claims,
+    /// A claim holds control characters.
+    ControlCharacters,
+    /// `exp - iat` over the issuer's `maxTokenLifetime`.
+    Lifetime,
+    Issuer,
+    /// An algorithm the issuer is not configured for.
+    Algorithm,
+    /// No key with this `kid` in the issuer's JWKS.
+    Kid,
+    Signature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    Audience,
+    Replayed,
+}
+
+impl Why {
+    /// The `error_description`, as the README lists the categories.
+    pub fn category(self) -> &'static str {
+        match self {
+            Self::Malformed | Self::Claims | Self::ControlCharacters | Self::Lifetime => {
+                "the token is malformed"
+            }
+            Self::Issuer => "the token's issuer is not trusted",
+            Self::Algorithm | Self::Kid | Self::Signature => {
+                "the token's signature could not be verified"
+            }
+            Self::Expired => "the token has expired",
+            Self::NotYetValid | Self::IssuedInFuture => "the token is not yet valid",
+            Self::Audience => "the token's audience is not accepted",
+            Self::Replayed => "the token has already been used",
+        }
+    }
+
+    /// The `reason` label of `tokenvend_rejections_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Claims => "invalid_claims",
+            Self::ControlCharacters => "control_characters",
+            Self::Lifetime => "lifetime_too_long",
+            Self::Issuer => "unknown_issuer",
+            Self::Algorithm => "alg_not_allowed",
+            Self::Kid => "unknown_kid",
+            Self::Signature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "iat_in_future",
+            Self::Audience => "audience_mismatch",
+            Self::Replayed => "replayed",
+        }
+    }
+}
+
 /// What a row expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     /// 200 with a token.
     Issued,
-    /// 401 `invalid_token` with `WWW-Authenticate: Bearer error="invalid_token"`.
-    Rejected,
+    /// 401 `invalid_token` with `WWW-Authenticate: Bearer error="invalid_token"`, and the
+    /// category of this reason as `error_description`.
+    Rejected(Why),
     /// 400 `invalid_request`.
     BadRequest,
     /// 403 `access_denied`.
@@ -397,7 +560,7 @@ pub async fn check(case: &str, response: reqwest::Response, expect: Expect, toke
     let text = response.text().await.unwrap();
     let (want_status, want_code) = match expect {
         Expect::Issued => (200, None),
-        Expect::Rejected => (401, Some("invalid_token")),
+        Expect::Rejected(_) => (401, Some("invalid_token")),
         Expect::BadRequest => (400, Some("invalid_request")),
         Expect::Denied => (403, Some("access_denied")),
         Expect::Unavailable => (503, Some("temporarily_unavailable")),
@@ -409,6 +572,9 @@ pub async fn check(case: &str, response: reqwest::Response, expect: Expect, toke
         None => assert!(body["token"].is_string(), "{case}: {body}"),
         Some(code) => {
             assert_eq!(body["error"], code, "{case}: {body}");
+            if let Expect::Rejected(why) = expect {
+                assert_eq!(body["error_description"], why.category(), "{case}: {body}");
+            }
             assert_eq!(body.as_object().unwrap().len(), 3, "{case}: {body}");
             assert!(
                 !token.is_empty() && !text.contains(token),
@@ -423,7 +589,7 @@ pub async fn check(case: &str, response: reqwest::Response, expect: Expect, toke
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned());
     match expect {
-        Expect::Rejected => assert_eq!(
+        Expect::Rejected(_) => assert_eq!(
             www.as_deref(),
             Some(r#"Bearer error="invalid_token""#),
             "{case}"

@@ -1,11 +1,13 @@
 //! SECURITY.md §2: the JWT attack catalogue (A1–P7), one row each.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use tokenvend::dev::keys::SigningKey;
 
 use crate::harness::{
-    Expect, ScriptedIssuer, Service, b64, check, config, forge, forge_raw, header, now, sample,
+    Expect, ScriptedIssuer, Service, Why, b64, check, config, forge, forge_raw, header, now, sample,
 };
 
 fn hmac(secret: &[u8], header: &Value, claims: &Value) -> String {
@@ -62,31 +64,59 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
         .collect::<Vec<u8>>();
     let ec_input = ec_sig.rsplit_once('.').unwrap().0.to_owned();
     let now = now();
+    let kid = alpha.rsa.kid();
 
     let rows: Vec<(&str, String, Expect)> = vec![
         // 2.1 Algorithms
+        // The classic unsigned form never gets past the shape check (an empty segment).
+        (
+            "A1 alg none, no signature",
+            format!(
+                "{}.{good_payload}.",
+                b64(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#))
+            ),
+            Expect::Rejected(Why::Malformed),
+        ),
+        (
+            "A2 alg NONE, two segments",
+            format!(
+                "{}.{good_payload}",
+                b64(format!(r#"{{"alg":"NONE","kid":"{kid}"}}"#))
+            ),
+            Expect::Rejected(Why::Malformed),
+        ),
+        // With a signature segment and the real kid, only `alg` differs from a good token.
         (
             "A1 alg none",
-            format!("{}.{good_payload}.", b64(r#"{"alg":"none","typ":"JWT"}"#)),
-            Expect::Rejected,
+            format!(
+                "{}.{good_payload}.{good_signature}",
+                b64(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#))
+            ),
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A2 alg None",
-            format!("{}.{good_payload}.", b64(r#"{"alg":"None"}"#)),
-            Expect::Rejected,
+            format!(
+                "{}.{good_payload}.{good_signature}",
+                b64(format!(r#"{{"alg":"None","kid":"{kid}"}}"#))
+            ),
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A2 alg NONE",
-            format!("{}.{good_payload}", b64(r#"{"alg":"NONE"}"#)),
-            Expect::Rejected,
+            format!(
+                "{}.{good_payload}.{good_signature}",
+                b64(format!(r#"{{"alg":"NONE","kid":"{kid}"}}"#))
+            ),
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A2 alg nOnE",
             format!(
                 "{}.{good_payload}.{good_signature}",
-                b64(r#"{"alg":"nOnE","kid":"x"}"#)
+                b64(format!(r#"{{"alg":"nOnE","kid":"{kid}"}}"#))
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A3 HS256 keyed with the JWK text",
@@ -95,7 +125,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "HS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A3 HS256 keyed with n",
@@ -104,7 +134,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "HS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A4 HS256 with a published oct key",
@@ -113,7 +143,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "HS256", "kid": "oct1"}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A5a PS256 by the real key",
@@ -123,7 +153,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "PS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A5b RS384 by the real key",
@@ -133,7 +163,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS384"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A5c ES256 naming the RSA key",
@@ -143,7 +173,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "ES256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A5d RS256 naming the EC key",
@@ -153,7 +183,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.ec, "RS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A6 ES256 allowed beside RS256",
@@ -171,7 +201,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 "{}.{good_payload}.{good_signature}",
                 b64(format!(r#"{{"alg":"ES512","kid":"{}"}}"#, alpha.ec.kid()))
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         (
             "A8 EdDSA",
@@ -179,7 +209,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 "{}.{good_payload}.{good_signature}",
                 b64(format!(r#"{{"alg":"EdDSA","kid":"{}"}}"#, alpha.ec.kid()))
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Algorithm),
         ),
         // 2.2 Header and key source injection
         (
@@ -190,7 +220,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "jwk": attacker.public_jwk()}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "H2 jku to the attacker",
@@ -200,7 +230,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": attacker.kid(), "jku": format!("{}/evil", alpha.url)}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Kid),
         ),
         (
             "H2 x5u to the attacker",
@@ -210,7 +240,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": attacker.kid(), "x5u": format!("{}/evil", alpha.url)}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Kid),
         ),
         (
             "H3 x5c chain",
@@ -220,7 +250,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "x5c": ["MIIBattacker"]}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "H4 real signature with a jku",
@@ -236,7 +266,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "crit": ["exp"], "exp": 1}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H6 crit empty",
@@ -244,7 +274,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "crit": []}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H7 b64 false",
@@ -252,7 +282,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "b64": false, "crit": ["b64"]}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H8 kid path traversal",
@@ -260,22 +290,22 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": "../../../../dev/null"}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Kid),
         ),
         (
             "H8 kid SQL",
             rs(&json!({"alg": "RS256", "kid": "x' OR '1'='1"}), &claims),
-            Expect::Rejected,
+            Expect::Rejected(Why::Kid),
         ),
         (
             "H9 kid missing",
             rs(&json!({"alg": "RS256"}), &claims),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H10 kid a number",
             rs(&json!({"alg": "RS256", "kid": 123}), &claims),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H11 typ at+jwt",
@@ -283,7 +313,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &json!({"alg": "RS256", "kid": alpha.rsa.kid(), "typ": "at+jwt"}),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H11 typ absent",
@@ -304,7 +334,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 ),
                 &claims.to_string(),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H13 deeply nested header",
@@ -319,7 +349,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 ),
                 &claims.to_string(),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H14 header not JSON",
@@ -329,7 +359,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 "not json",
                 &claims.to_string(),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "H14 header invalid UTF-8",
@@ -337,28 +367,32 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 "{}.{good_payload}.{good_signature}",
                 b64([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d])
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         // 2.3 Signature encoding
         (
             "S1 empty signature",
             format!("{good_input}."),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
+            // One byte short, still canonical base64url: the signature check refuses it.
             "S2 truncated signature",
-            good[..good.len() - 4].to_owned(),
-            Expect::Rejected,
+            format!(
+                "{good_input}.{}",
+                b64(&URL_SAFE_NO_PAD.decode(good_signature).unwrap()[..255])
+            ),
+            Expect::Rejected(Why::Signature),
         ),
         (
             "S2 extended signature",
             format!("{good}AAAA"),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "S3 ECDSA r=s=0",
             format!("{ec_input}.{}", b64([0u8; 64])),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "S4 ECDSA r=s=n",
@@ -366,7 +400,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 "{ec_input}.{}",
                 b64([order.clone(), order.clone()].concat())
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "S5 ECDSA DER signature",
@@ -380,18 +414,18 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 ]
                 .concat())
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         (
             "S7 padding on the signature",
             format!("{good}=="),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "S8 standard alphabet",
             resign(&good, &good_signature.replace('-', "+").replace('_', "/")),
             if good_signature.contains(['-', '_']) {
-                Expect::Rejected
+                Expect::Rejected(Why::Malformed)
             } else {
                 Expect::Issued
             },
@@ -399,10 +433,18 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
         (
             "S11 five segments",
             format!("{good}.AAAA.BBBB"),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
-        ("S12 two segments", good_input.to_owned(), Expect::Rejected),
-        ("S12 dots only", "..".to_owned(), Expect::Rejected),
+        (
+            "S12 two segments",
+            good_input.to_owned(),
+            Expect::Rejected(Why::Malformed),
+        ),
+        (
+            "S12 dots only",
+            "..".to_owned(),
+            Expect::Rejected(Why::Malformed),
+        ),
         // 2.4 Time claims
         (
             "T1 expired",
@@ -413,7 +455,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                     &json!({"exp": now - 120, "iat": now - 400, "nbf": now - 400}),
                 ),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Expired),
         ),
         (
             "T2 expired 45 s ago (leeway 30 s)",
@@ -424,7 +466,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                     &json!({"exp": now - 45, "iat": now - 400, "nbf": now - 400}),
                 ),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Expired),
         ),
         (
             "T2 expired 10 s ago (within leeway)",
@@ -443,7 +485,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"nbf": now + 3600})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::NotYetValid),
         ),
         (
             "T4 nbf a string",
@@ -451,7 +493,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"nbf": "soon"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T5 iat a year ahead",
@@ -459,7 +501,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"iat": now + 31_536_000})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::IssuedInFuture),
         ),
         (
             "T6 iat a string",
@@ -467,17 +509,17 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"iat": "yesterday"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T6 iat missing",
             rs(&header(&alpha.rsa, "RS256"), &without(&claims, "iat")),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T7 exp missing",
             rs(&header(&alpha.rsa, "RS256"), &without(&claims, "exp")),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T7 exp null",
@@ -485,7 +527,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": null})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T8 exp a string",
@@ -493,7 +535,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": (now + 300).to_string()})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T9 exp a float (refused consistently)",
@@ -501,7 +543,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": now as f64 + 300.7})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T10 exp negative",
@@ -509,7 +551,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": -1})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T10 exp true",
@@ -517,7 +559,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": true})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T10 exp 1e20",
@@ -525,7 +567,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": 1e20})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T10 exp 2^64",
@@ -538,7 +580,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                     "\"exp\":18446744073709551616",
                 ),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "T11 exp u64::MAX",
@@ -546,7 +588,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": u64::MAX})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Lifetime),
         ),
         (
             "T11 exp year 9999",
@@ -554,13 +596,13 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"exp": 253_402_300_799u64})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Lifetime),
         ),
         // 2.5 Audience and issuer
         (
             "C1 aud missing",
             rs(&header(&alpha.rsa, "RS256"), &without(&claims, "aud")),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "C2 aud null",
@@ -568,7 +610,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": null})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "C3 aud ours and another",
@@ -576,7 +618,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": ["tokenvend", "other"]})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Audience),
         ),
         (
             "C3 aud [ours]",
@@ -592,7 +634,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": "other"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Audience),
         ),
         (
             "C4 aud upper case",
@@ -600,7 +642,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": "TOKENVEND"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Audience),
         ),
         (
             "C4 aud trailing slash",
@@ -608,7 +650,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": "tokenvend/"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Audience),
         ),
         (
             "C4 aud []",
@@ -616,7 +658,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": []})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Audience),
         ),
         (
             "C5 aud a number",
@@ -624,12 +666,12 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"aud": 5})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         (
             "C7 iss missing",
             rs(&header(&alpha.rsa, "RS256"), &without(&claims, "iss")),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "C8 iss trailing slash",
@@ -637,7 +679,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"iss": format!("{}/", alpha.url)})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Issuer),
         ),
         (
             "C8 iss upper case",
@@ -645,7 +687,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"iss": alpha.url.to_uppercase()})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Issuer),
         ),
         (
             "C9 iss an array",
@@ -656,7 +698,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                     &json!({"iss": ["https://evil.example", alpha.url]}),
                 ),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "C10 iss a number",
@@ -664,7 +706,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"iss": 7})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "C11 beta's key claiming alpha",
@@ -674,7 +716,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&beta.rsa, "RS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Kid),
         ),
         (
             "C12 beta's key under alpha's kid",
@@ -684,7 +726,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &claims,
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Signature),
         ),
         // 2.7 Payload structure and size
         (
@@ -695,7 +737,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256").to_string(),
                 &format!(r#"{{"iss":"https://evil",{}"#, &claims.to_string()[1..]),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P2 duplicate custom claim",
@@ -705,7 +747,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256").to_string(),
                 &format!(r#"{{"repository":"evil/x",{}"#, &claims.to_string()[1..]),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P3 payload an array",
@@ -715,7 +757,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256").to_string(),
                 &format!(r#"[{},{},"x","{}","tokenvend"]"#, now + 300, now, alpha.url),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P4 payload not JSON",
@@ -725,7 +767,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256").to_string(),
                 "not json",
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P5 deeply nested payload",
@@ -741,7 +783,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                     .unwrap(),
                 ),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P6 oversized token",
@@ -749,7 +791,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"pad": "x".repeat(20_000)})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Malformed),
         ),
         (
             "P7 sub a number",
@@ -757,7 +799,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"sub": 42})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::Claims),
         ),
         // 3 (verification side)
         (
@@ -766,7 +808,7 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"sub": "repo:acme/webapp\u{0}evil"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::ControlCharacters),
         ),
         (
             "M1 newline in a claim",
@@ -774,17 +816,19 @@ async fn every_row_of_the_jwt_catalogue_gets_its_expected_answer() {
                 &header(&alpha.rsa, "RS256"),
                 &with(&claims, &json!({"ref": "refs/heads/main\n"})),
             ),
-            Expect::Rejected,
+            Expect::Rejected(Why::ControlCharacters),
         ),
     ];
     let mut unauthorised_bodies = std::collections::BTreeSet::new();
     for (case, token, expect) in &rows {
+        let before = service.rejections().await;
         let response = service.exchange(token).await;
-        if *expect == Expect::Rejected {
+        if matches!(expect, Expect::Rejected(_)) {
             let names: Vec<String> = response.headers().keys().map(ToString::to_string).collect();
             unauthorised_bodies.insert(names.join(","));
         }
         check(case, response, *expect, token).await;
+        service.check_counted(case, &before, *expect).await;
     }
     // N14: every rejection looks the same from outside (same headers), whatever the cause.
     assert_eq!(unauthorised_bodies.len(), 1, "{unauthorised_bodies:?}");
@@ -817,7 +861,7 @@ async fn an_algorithm_the_issuer_does_not_allow_is_refused_even_when_the_key_wou
     check(
         "RS384 not in [RS256, ES256]",
         service.exchange(&token).await,
-        Expect::Rejected,
+        Expect::Rejected(Why::Algorithm),
         &token,
     )
     .await;

@@ -1,7 +1,6 @@
 //! `tokenvend legacy-scan` against the stand-in seeded with auto-generated, manual, used,
 //! unused, invalidated and orphaned token Secrets across namespaces and several pages.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -13,7 +12,7 @@ use tokenvend::dev::apiserver::{
 use tokenvend::dev::session::kube_config_for;
 use tokenvend::k8s::legacy::{self, LegacySecret, Origin};
 
-use crate::support::{scratch_file, stdout_of, tokenvend};
+use crate::support::{ScratchFile, scratch_file, stdout_of, tokenvend};
 
 const SCANNER_TOKEN: &str = "scanner-token";
 const NOBODY_TOKEN: &str = "nobody-token";
@@ -181,7 +180,7 @@ fn summary(rows: &[LegacySecret]) -> Vec<Expected> {
         .collect()
 }
 
-fn kubeconfig(apiserver: &ApiServer, token: &str) -> PathBuf {
+fn kubeconfig(apiserver: &ApiServer, token: &str) -> ScratchFile {
     scratch_file("kubeconfig", &apiserver.kubeconfig(token))
 }
 
@@ -224,7 +223,7 @@ async fn json_output_names_the_covering_policies_and_never_the_token() {
         "--page-size",
         "2",
     ];
-    let output = tokenvend(&args, Some(&kubeconfig(&apiserver, SCANNER_TOKEN))).await;
+    let output = tokenvend(&args, Some(&*kubeconfig(&apiserver, SCANNER_TOKEN))).await;
     let stdout = stdout_of(&output);
     assert_no_token_data(&stdout);
     let rows: Vec<Value> = serde_json::from_str(&stdout).unwrap();
@@ -253,7 +252,7 @@ async fn json_output_names_the_covering_policies_and_never_the_token() {
 async fn table_output_is_aligned_and_never_shows_the_token() {
     let apiserver = start().await;
     let args = ["legacy-scan", "--namespace", "ci", "--page-size", "1"];
-    let output = tokenvend(&args, Some(&kubeconfig(&apiserver, SCANNER_TOKEN))).await;
+    let output = tokenvend(&args, Some(&*kubeconfig(&apiserver, SCANNER_TOKEN))).await;
     let stdout = stdout_of(&output);
     assert_no_token_data(&stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -270,7 +269,7 @@ async fn a_scanner_without_list_permission_is_told_it_is_forbidden() {
     let apiserver = start().await;
     let output = tokenvend(
         &["legacy-scan"],
-        Some(&kubeconfig(&apiserver, NOBODY_TOKEN)),
+        Some(&*kubeconfig(&apiserver, NOBODY_TOKEN)),
     )
     .await;
     assert!(!output.status.success());

@@ -33,16 +33,35 @@ pub fn stdout_of(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
-/// A fresh scratch directory under the system temp dir.
-pub fn scratch_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tokenvend-ship-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A file in a scratch directory of its own, which is removed on drop (also when the test
+/// fails): kubeconfigs here hold bearer tokens.
+pub struct ScratchFile {
+    path: PathBuf,
 }
 
-/// Writes `contents` to `name` in a fresh scratch directory and returns the path.
-pub fn scratch_file(name: &str, contents: &str) -> PathBuf {
-    let path = scratch_dir().join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
+impl std::ops::Deref for ScratchFile {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Writes `contents` to `name` in a fresh scratch directory.
+pub fn scratch_file(name: &str, contents: &str) -> ScratchFile {
+    let dir = std::env::temp_dir().join(format!("tokenvend-ship-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = ScratchFile {
+        path: dir.join(name),
+    };
+    std::fs::write(&file.path, contents).unwrap();
+    file
 }
