@@ -133,11 +133,26 @@ async fn a_flood_of_unknown_kids_causes_exactly_one_jwks_fetch() {
         .collect();
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let before = alpha.hits("/jwks");
+    // From ten loopback addresses, as from many runners: one address alone may hold only
+    // `--max-connections-per-peer` (64) connections.
+    let clients: Vec<reqwest::Client> = (10..20)
+        .map(|host| {
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, host]))
+                .build()
+                .unwrap()
+        })
+        .collect();
     let requests: Vec<_> = tokens
         .into_iter()
-        .map(|token| {
-            let service = std::sync::Arc::clone(&service);
-            tokio::spawn(async move { service.exchange(&token).await.status().as_u16() })
+        .enumerate()
+        .map(|(i, token)| {
+            let client = clients[i % clients.len()].clone();
+            let url = format!("{}/v1/token", service.address);
+            tokio::spawn(async move {
+                let response = client.post(url).bearer_auth(token).send().await.unwrap();
+                response.status().as_u16()
+            })
         })
         .collect();
     for request in requests {
