@@ -171,12 +171,17 @@ fn glob_to_regex(glob: &str) -> String {
         .join(r"[^/:\p{Cc}]*")
 }
 
-/// Compiles `pattern` so that it must match the whole claim: `^(?:pattern)$`.
+/// Compiles `pattern` so that it must match the whole claim: `^(?:pattern)$`. The pattern is
+/// first compiled on its own: wrapped, `a)|(.*` would parse as `^(?:a)|(.*)$` and match anything.
 fn anchored(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(MAX_PATTERN_BYTES * 16)
-        .build()
-        .map_err(|e| format!("invalid pattern: {e}"))
+    let build = |text: &str| {
+        RegexBuilder::new(text)
+            .size_limit(MAX_PATTERN_BYTES * 16)
+            .build()
+            .map_err(|e| format!("invalid pattern: {e}"))
+    };
+    build(pattern)?;
+    build(&format!("^(?:{pattern})$"))
 }
 
 fn is_scalar(value: &Value) -> bool {
@@ -353,6 +358,21 @@ mod tests {
             json!({"like": "a%"}),
         ] {
             assert!(Matcher::compile(&raw).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_regex_that_only_parses_once_wrapped_is_refused() {
+        // Each is invalid alone; wrapped in `^(?:…)$` it would parse and match other refs.
+        for pattern in [
+            "refs/heads/main)|(.*",
+            "refs/heads/main)|(?:refs/heads/evil",
+            "a)(b",
+            ")",
+        ] {
+            let refused = Matcher::compile(&json!({ "regex": pattern }));
+            let message = refused.expect_err(pattern);
+            assert!(message.contains("invalid pattern"), "{pattern}: {message}");
         }
     }
 }
