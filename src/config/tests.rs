@@ -104,7 +104,7 @@ fn each_mistake_is_refused_with_a_message_naming_file_place_and_key() {
         (
             "    match: {sub: dev-user}\n",
             "",
-            "policies[1] (dev): match: a policy must match on claims",
+            "policies[1] (dev): match: cannot tell callers of issuer \"local\" apart (the match is empty)",
         ),
         (
             "      environment: {oneOf: [production, staging]}\n",

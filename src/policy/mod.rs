@@ -145,17 +145,20 @@ fn compile_one(raw: &RawPolicy, issuer: &IssuerRules<'_>) -> Result<Policy, (Str
             "must be 1 to 128 printable characters".into(),
         ));
     }
-    if raw.matches.is_empty() && raw.condition.is_none() {
-        return Err((
-            "match".into(),
-            "a policy must match on claims; issuer and audience alone prove nothing about who is asking".into(),
-        ));
-    }
     let mut matchers = Vec::with_capacity(raw.matches.len());
     for (key, value) in &raw.matches {
         let matcher =
             Matcher::compile(value).map_err(|message| (format!("match.{key}"), message))?;
         matchers.push((ClaimPath::parse(key), matcher));
+    }
+    if !matchers
+        .iter()
+        .any(|(path, matcher)| path.identifies_caller() && !matcher.accepts_anything())
+    {
+        return Err((
+            "match".into(),
+            cannot_tell_apart(issuer.name, &matchers, raw),
+        ));
     }
     // Pinning means exact values: a glob or regex on a required claim would defeat the point.
     let pins = |claim: &String| {
@@ -185,6 +188,32 @@ fn compile_one(raw: &RawPolicy, issuer: &IssuerRules<'_>) -> Result<Policy, (Str
         condition,
         grant: compile_grant(&raw.grant)?,
     })
+}
+
+/// Why a match would grant every identity of its issuer: what each entry fails to pin.
+fn cannot_tell_apart(issuer: &str, matchers: &[(ClaimPath, Matcher)], raw: &RawPolicy) -> String {
+    let mut reasons: Vec<String> = matchers
+        .iter()
+        .map(|(path, _)| {
+            if path.identifies_caller() {
+                format!("`{}` accepts any value", path.as_str())
+            } else {
+                format!("`{}` is the same for every caller", path.as_str())
+            }
+        })
+        .collect();
+    if raw.condition.is_some() {
+        reasons.push("a condition alone is not enough".to_owned());
+    }
+    if reasons.is_empty() {
+        reasons.push("the match is empty".to_owned());
+    }
+    format!(
+        "cannot tell callers of issuer {issuer:?} apart ({}); pin at least one identifying claim \
+         (not {}) to a value or a pattern that excludes someone",
+        reasons.join(", "),
+        matcher::NON_IDENTIFYING_CLAIMS.join("/"),
+    )
 }
 
 fn compile_grant(raw: &RawGrant) -> Result<GrantRule, (String, String)> {
@@ -256,3 +285,6 @@ fn compile_grant(raw: &RawGrant) -> Result<GrantRule, (String, String)> {
         max_ttl_secs,
     })
 }
+
+#[cfg(test)]
+mod tests;
