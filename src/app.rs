@@ -44,6 +44,9 @@ pub struct ServeOptions {
     pub limits: LimitSettings,
     /// At shutdown, in-flight requests get this long to finish.
     pub shutdown_grace_period: Duration,
+    /// The namespace tokenvend runs in: protected like `kubernetes.protectedNamespaces`, so
+    /// that no templated grant renders into it. `None`: not known (outside a cluster).
+    pub own_namespace: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -53,6 +56,7 @@ impl Default for ServeOptions {
             tls_poll_interval: crate::tls::DEFAULT_POLL_INTERVAL,
             limits: LimitSettings::default(),
             shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
+            own_namespace: None,
         }
     }
 }
@@ -99,12 +103,13 @@ impl Application {
     /// A listener cannot be bound, an issuer or the kube client cannot be set up,
     /// `kubernetes.kubeconfigCAFile` cannot be read, or the TLS files cannot be loaded.
     pub async fn build_with(
-        config: Config,
+        mut config: Config,
         listen: Listen,
         kube_config: kube::Config,
         options: ServeOptions,
     ) -> anyhow::Result<Self> {
         crate::crypto::install_providers()?;
+        config.protect_own_namespace(options.own_namespace.as_deref());
         let tls = options.tls.clone().map(public_tls).transpose()?;
         let metrics = Arc::new(Metrics::new());
         let verifier = Arc::new(Verifier::over_http(&config.issuers, &metrics)?);
@@ -183,8 +188,14 @@ impl Application {
         let mut background =
             spawn_background(state.clone(), self.client, self.kubernetes.request_timeout);
         if let Some((path, poll_interval, loaded)) = self.watch {
-            let watching =
-                crate::reload::watch(state.clone(), path, poll_interval, loaded, self.kubernetes);
+            let watching = crate::reload::watch(
+                state.clone(),
+                path,
+                poll_interval,
+                loaded,
+                self.kubernetes,
+                self.options.own_namespace.clone(),
+            );
             background.push(tokio::spawn(watching));
         }
         let acceptor = self.tls.map(|tls| {

@@ -13,7 +13,7 @@ mod template;
 mod test_support;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
@@ -53,11 +53,18 @@ pub struct GrantRule {
     pub max_ttl_secs: u64,
 }
 
+/// Namespaces no template may render into when the config names none: the cluster's own.
+/// tokenvend's own namespace is added when the service knows it.
+pub const DEFAULT_PROTECTED_NAMESPACES: [&str; 3] =
+    ["kube-system", "kube-public", "kube-node-lease"];
+
 /// All policies in file order, indexed by issuer so that evaluation never walks unrelated issuers' policies.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     policies: Vec<Policy>,
     by_issuer: HashMap<String, index::IssuerPolicies>,
+    /// Namespaces a templated grant never renders into (a literal grant may still name one).
+    protected: BTreeSet<String>,
 }
 
 /// What an issuer contributes to policy compilation.
@@ -83,6 +90,7 @@ impl PolicySet {
     /// invalid names and TTLs, and policies that would match anyone the issuer vouches for.
     pub fn compile(raw: &[RawPolicy], issuers: &[IssuerRules<'_>]) -> Result<Self, PolicyError> {
         let mut set = Self::default();
+        set.set_protected_namespaces(DEFAULT_PROTECTED_NAMESPACES.map(str::to_owned));
         for (index, policy) in raw.iter().enumerate() {
             let fail = |key: &str, message: String| PolicyError {
                 index,
@@ -123,6 +131,26 @@ impl PolicySet {
             Some(policies) if all => Cow::Borrowed(&policies.all),
             Some(policies) => policies.candidates(claims),
         }
+    }
+
+    /// Replaces the protected namespaces (the defaults are [`DEFAULT_PROTECTED_NAMESPACES`]).
+    pub fn set_protected_namespaces(&mut self, namespaces: impl IntoIterator<Item = String>) {
+        self.protected = namespaces.into_iter().collect();
+    }
+
+    /// Protects one more namespace: tokenvend's own, once known.
+    pub fn protect_namespace(&mut self, namespace: &str) {
+        self.protected.insert(namespace.to_owned());
+    }
+
+    /// Whether no template may render into `namespace`.
+    pub fn is_protected(&self, namespace: &str) -> bool {
+        self.protected.contains(namespace)
+    }
+
+    /// The protected namespaces, sorted.
+    pub fn protected_namespaces(&self) -> impl Iterator<Item = &str> {
+        self.protected.iter().map(String::as_str)
     }
 
     pub fn len(&self) -> usize {
