@@ -76,6 +76,18 @@ impl GrantedAccount {
         ServiceAccountRef::parse(&text).map_err(|e| format!("rendered name is invalid: {e}"))
     }
 
+    /// The claims a template reads, in order (none for a fixed account).
+    pub fn claims(&self) -> impl Iterator<Item = &str> {
+        let parts: &[Part] = match self {
+            Self::Fixed(_) => &[],
+            Self::Templated { parts, .. } => parts,
+        };
+        parts.iter().filter_map(|part| match part {
+            Part::Claim(name) => Some(name.as_str()),
+            Part::Literal(_) => None,
+        })
+    }
+
     /// The fixed service account, if this entry is not a template.
     pub fn fixed(&self) -> Option<&ServiceAccountRef> {
         match self {
