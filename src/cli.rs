@@ -230,9 +230,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn print_rbac(args: &RbacArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    let protected = config
+        .policies
+        .protected_namespaces()
+        .chain([args.service_account.namespace()])
+        .map(str::to_owned)
+        .collect();
     let plan = rbac::plan(
         &rbac::granted_targets(&config.policies),
         &args.service_account,
+        &protected,
     );
     for warning in &plan.warnings {
         eprintln!("{warning}");
