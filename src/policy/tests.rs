@@ -7,13 +7,10 @@ use super::{IssuerRules, PolicySet, RawPolicy};
 
 /// Compiles one policy named `p` on issuer `ci` with this `match` and optional `condition`.
 fn compile_match(matches: &Value, condition: Option<&str>) -> Result<PolicySet, String> {
-    compile_policy(json!({
+    let policy = json!({
         "name": "p", "issuer": "ci", "match": matches, "condition": condition,
         "grant": {"serviceAccounts": ["production/deployer"]},
-    }))
-}
-
-fn compile_policy(policy: Value) -> Result<PolicySet, String> {
+    });
     let raw: Vec<RawPolicy> = serde_json::from_value(json!([policy])).unwrap();
     let none = Vec::new();
     let issuers = [IssuerRules {
