@@ -157,6 +157,7 @@ fn guardrail_warnings(policies: &PolicySet) -> Vec<String> {
                 continue;
             }
             let mut unpinned: Vec<&str> = account.claims().filter(|c| !pins(policy, c)).collect();
+            unpinned.sort_unstable();
             unpinned.dedup();
             for claim in unpinned {
                 warnings.push(format!(

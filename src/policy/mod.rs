@@ -226,7 +226,7 @@ fn cannot_tell_apart(issuer: &str, matchers: &[(ClaimPath, Matcher)], raw: &RawP
             if path.identifies_caller() {
                 format!("`{}` accepts any value", path.as_str())
             } else {
-                format!("`{}` is the same for every caller", path.as_str())
+                format!("`{}` says nothing about who is asking", path.as_str())
             }
         })
         .collect();
