@@ -46,6 +46,9 @@ pub struct ServeOptions {
     pub shutdown_grace_period: Duration,
     /// Replay records one granting policy may hold per issuer (tests shorten it).
     pub replay_share: usize,
+    /// The namespace tokenvend runs in: protected like `kubernetes.protectedNamespaces`, so
+    /// that no templated grant renders into it. `None`: not known (outside a cluster).
+    pub own_namespace: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -56,6 +59,7 @@ impl Default for ServeOptions {
             limits: LimitSettings::default(),
             shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
             replay_share: crate::oidc::DEFAULT_SHARE,
+            own_namespace: None,
         }
     }
 }
@@ -102,12 +106,13 @@ impl Application {
     /// A listener cannot be bound, an issuer or the kube client cannot be set up,
     /// `kubernetes.kubeconfigCAFile` cannot be read, or the TLS files cannot be loaded.
     pub async fn build_with(
-        config: Config,
+        mut config: Config,
         listen: Listen,
         kube_config: kube::Config,
         options: ServeOptions,
     ) -> anyhow::Result<Self> {
         crate::crypto::install_providers()?;
+        config.protect_own_namespace(options.own_namespace.as_deref());
         let tls = options.tls.clone().map(public_tls).transpose()?;
         let metrics = Arc::new(Metrics::new());
         let verifier = Arc::new(Verifier::over_http(
@@ -194,8 +199,14 @@ impl Application {
         let mut background =
             spawn_background(state.clone(), self.client, self.kubernetes.request_timeout);
         if let Some((path, poll_interval, loaded)) = self.watch {
-            let watching =
-                crate::reload::watch(state.clone(), path, poll_interval, loaded, self.kubernetes);
+            let watching = crate::reload::watch(
+                state.clone(),
+                path,
+                poll_interval,
+                loaded,
+                self.kubernetes,
+                self.options.own_namespace.clone(),
+            );
             background.push(tokio::spawn(watching));
         }
         let acceptor = self.tls.map(|tls| {

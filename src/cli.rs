@@ -67,6 +67,19 @@ pub struct ServeArgs {
     /// its preStop pause.
     #[arg(long, env = "TOKENVEND_SHUTDOWN_GRACE_PERIOD", default_value = "20s")]
     shutdown_grace_period: ConfigDuration,
+    /// The namespace tokenvend runs in, protected like `kubernetes.protectedNamespaces`.
+    /// Default: the pod's own (read from the in-cluster service-account mount); outside a
+    /// cluster, none.
+    #[arg(long, env = "TOKENVEND_NAMESPACE", value_parser = parse_namespace)]
+    namespace: Option<String>,
+}
+
+fn parse_namespace(text: &str) -> Result<String, String> {
+    if crate::policy::is_dns1123_label(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("not a valid namespace name".to_owned())
+    }
 }
 
 /// TLS on the public listener (both or neither). The files are re-read when they change.
@@ -122,6 +135,10 @@ impl ServeArgs {
                 max_connections_per_peer: self.limits.max_connections_per_peer,
             },
             shutdown_grace_period: self.shutdown_grace_period.0,
+            own_namespace: self
+                .namespace
+                .clone()
+                .or_else(crate::k8s::in_cluster_namespace),
             ..ServeOptions::default()
         }
     }
@@ -217,18 +234,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "--request-body-timeout must be longer than 0s"
     );
     let tls = options.tls.is_some();
+    let own_namespace = options.own_namespace.clone().unwrap_or_default();
     let app = Application::build_with(config, listen, kube_config, options)
         .await?
         .watch_config(args.config.clone(), args.config_poll_interval.0);
-    tracing::info!(public = %app.public_addr(), admin = %app.admin_addr(), tls, "tokenvend serving");
+    tracing::info!(public = %app.public_addr(), admin = %app.admin_addr(), tls, %own_namespace, "tokenvend serving");
     app.run_until(shutdown_signal()).await
 }
 
 fn print_rbac(args: &RbacArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    let protected = config
+        .policies
+        .protected_namespaces()
+        .chain([args.service_account.namespace()])
+        .map(str::to_owned)
+        .collect();
     let plan = rbac::plan(
         &rbac::granted_targets(&config.policies),
         &args.service_account,
+        &protected,
     );
     for warning in &plan.warnings {
         eprintln!("{warning}");

@@ -16,13 +16,15 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Watches `path` and reloads it into `state` until the task is aborted. `loaded` is the file
 /// as it was when the config in force was read; `kubernetes` is the block the service was
-/// started with (it cannot change without a restart).
+/// started with (it cannot change without a restart); `own_namespace` is protected in every
+/// config it loads.
 pub async fn watch(
     state: AppState,
     path: PathBuf,
     poll_interval: Duration,
     loaded: Option<Vec<u8>>,
     kubernetes: KubernetesSettings,
+    own_namespace: Option<String>,
 ) {
     let mut last = loaded;
     let mut hangup = hangup_signal();
@@ -38,7 +40,7 @@ pub async fn watch(
         last = current;
         let cause = if signalled { "SIGHUP" } else { "file changed" };
         // The outcome is logged and counted inside.
-        let _ = reload(&state, &path, cause, &kubernetes).await;
+        let _ = reload(&state, &path, cause, &kubernetes, own_namespace.as_deref()).await;
     }
 }
 
@@ -49,8 +51,9 @@ pub async fn reload(
     path: &Path,
     cause: &str,
     kubernetes: &KubernetesSettings,
+    own_namespace: Option<&str>,
 ) -> anyhow::Result<()> {
-    let config = match Config::load(path) {
+    let mut config = match Config::load(path) {
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%cause, %error, "config reload refused; the config in force stays");
@@ -58,6 +61,7 @@ pub async fn reload(
             return Err(error.into());
         }
     };
+    config.protect_own_namespace(own_namespace);
     let current = state.snapshot();
     let verifier = if same_issuers(&current.verifier, &config.issuers) {
         Arc::clone(&current.verifier)

@@ -195,3 +195,36 @@ fn explain_prints_the_decision_trace() {
     assert!(stdout.contains("allow: production/deployer"), "{stdout}");
     assert!(stdout.contains("3600s, reduced from 7200s"), "{stdout}");
 }
+
+#[test]
+fn check_warns_about_unpinned_template_claims_and_literal_grants_in_protected_namespaces() {
+    let dir = std::env::temp_dir().join(format!("tokenvend-check-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("guardrails.yaml");
+    let text = VALID.replace(
+        "serviceAccounts: [production/deployer]",
+        "serviceAccounts: [\"team-${claims.team}/deployer\", \"ci/${claims.environment}-reader\", kube-system/backup]",
+    )
+    .replace("ref: refs/heads/main\n", "ref: refs/heads/main\n      environment: {oneOf: [dev, prod]}\n")
+    .replace("ref: refs/heads/main}", "ref: refs/heads/main, environment: dev}")
+    .replace("    expect: allow\n", "    request: {serviceAccount: kube-system/backup}\n    expect: allow\n");
+    std::fs::write(&path, text).unwrap();
+    let (code, stdout, stderr) = check(std::slice::from_ref(&path));
+    assert_eq!(code, 0, "warnings do not fail the check: {stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "warning: policy \"deploy\": team-${claims.team}/deployer uses claim `team`, which its match does not pin"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("claim `environment`"),
+        "pinned by oneOf: {stdout}"
+    );
+    assert!(
+        stdout.contains("warning: policy \"deploy\" grants kube-system/backup, in protected namespace kube-system"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("warning:").count(), 2, "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

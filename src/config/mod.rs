@@ -13,7 +13,10 @@ pub use duration::ConfigDuration;
 pub use issuer::RawIssuer;
 
 use crate::oidc::IssuerSettings;
-use crate::policy::{CheckReport, IssuerRules, PolicySet, RawPolicy, RawTest, run_tests};
+use crate::policy::{
+    CheckReport, DEFAULT_PROTECTED_NAMESPACES, IssuerRules, PolicySet, RawPolicy, RawTest,
+    is_dns1123_label, run_tests,
+};
 
 /// The deadline for one TokenRequest when the file sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,6 +41,8 @@ struct RawKubernetes {
     kubeconfig_server: Option<String>,
     #[serde(rename = "kubeconfigCAFile")]
     kubeconfig_ca_file: Option<PathBuf>,
+    /// Namespaces no templated grant renders into; absent: [`DEFAULT_PROTECTED_NAMESPACES`].
+    protected_namespaces: Option<Vec<String>>,
 }
 
 /// How tokenvend talks to the Kubernetes API.
@@ -124,8 +129,13 @@ impl Config {
                 require_claims: &i.require_claims,
             })
             .collect();
-        let policies =
+        let mut policies =
             PolicySet::compile(&raw.policies, &rules).map_err(|e| invalid(e.to_string()))?;
+        policies.set_protected_namespaces(
+            raw.kubernetes.protected_namespaces().map_err(|message| {
+                invalid(format!("kubernetes: protectedNamespaces: {message}"))
+            })?,
+        );
         let kubernetes = raw.kubernetes.compile().map_err(invalid)?;
         Ok(Self {
             source: source.to_owned(),
@@ -134,6 +144,14 @@ impl Config {
             policies,
             tests: raw.tests,
         })
+    }
+
+    /// Protects the namespace tokenvend runs in (when known) on top of
+    /// `kubernetes.protectedNamespaces`: no templated grant renders into it.
+    pub fn protect_own_namespace(&mut self, namespace: Option<&str>) {
+        if let Some(namespace) = namespace {
+            self.policies.protect_namespace(namespace);
+        }
     }
 
     /// Runs the config's `tests:` cases and reports overlaps (what `tokenvend check` adds to
@@ -152,6 +170,17 @@ impl Config {
 }
 
 impl RawKubernetes {
+    /// The namespaces as written (each a valid namespace name), or the defaults.
+    fn protected_namespaces(&self) -> Result<Vec<String>, String> {
+        let Some(namespaces) = &self.protected_namespaces else {
+            return Ok(DEFAULT_PROTECTED_NAMESPACES.map(str::to_owned).to_vec());
+        };
+        match namespaces.iter().find(|n| !is_dns1123_label(n)) {
+            Some(bad) => Err(format!("{bad:?} is not a valid namespace name")),
+            None => Ok(namespaces.clone()),
+        }
+    }
+
     fn compile(self) -> Result<KubernetesSettings, String> {
         if let Some(server) = &self.kubeconfig_server {
             check_kubeconfig_server(server)

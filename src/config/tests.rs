@@ -109,7 +109,7 @@ fn each_mistake_is_refused_with_a_message_naming_file_place_and_key() {
         (
             "    match: {sub: dev-user}\n",
             "",
-            "policies[1] (dev): match: a policy must match on claims",
+            "policies[1] (dev): match: cannot tell callers of issuer \"local\" apart (the match is empty)",
         ),
         (
             "      environment: {oneOf: [production, staging]}\n",
@@ -225,4 +225,31 @@ fn a_kubeconfig_server_that_is_not_plain_https_is_refused() {
             "{message}"
         );
     }
+}
+
+#[test]
+fn protected_namespaces_default_to_the_clusters_own_and_can_be_set() {
+    let defaults = parse(VALID).unwrap().policies;
+    assert_eq!(
+        defaults.protected_namespaces().collect::<Vec<_>>(),
+        ["kube-node-lease", "kube-public", "kube-system"]
+    );
+    let text = VALID.replace(
+        "requestTimeout: 3s",
+        "requestTimeout: 3s\n  protectedNamespaces: [kube-system, platform]",
+    );
+    let configured = parse(&text).unwrap().policies;
+    assert_eq!(
+        configured.protected_namespaces().collect::<Vec<_>>(),
+        ["kube-system", "platform"]
+    );
+    let text = VALID.replace(
+        "requestTimeout: 3s",
+        "requestTimeout: 3s\n  protectedNamespaces: [Kube-System]",
+    );
+    assert!(
+        error_of(&text).contains("kubernetes: protectedNamespaces: \"Kube-System\""),
+        "{}",
+        error_of(&text)
+    );
 }

@@ -9,6 +9,19 @@ pub mod rbac;
 pub use contact::{ApiContact, probe};
 pub use mint::{KubeMinter, MintError, MintRequest, MintedToken, Minter};
 
+/// Where the kubelet puts the pod's namespace next to its service-account token (the same file
+/// kube reads for its in-cluster default namespace; deploy/base mounts it explicitly).
+pub const IN_CLUSTER_NAMESPACE_FILE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The namespace tokenvend runs in, when it runs in a pod: the content of
+/// [`IN_CLUSTER_NAMESPACE_FILE`], if that is a valid namespace name.
+pub fn in_cluster_namespace() -> Option<String> {
+    let text = std::fs::read_to_string(IN_CLUSTER_NAMESPACE_FILE).ok()?;
+    let namespace = text.trim();
+    crate::policy::is_dns1123_label(namespace).then(|| namespace.to_owned())
+}
+
 /// Builds the kube client configuration: kubeconfig (`KUBECONFIG` or `~/.kube/config`), else
 /// in-cluster. kube's own retry layer is switched off: on the request path a retry must fit
 /// inside the request's deadline, which kube's 15-attempt backoff does not.

@@ -8,11 +8,21 @@
 //! widens the rule, and the plan carries a warning saying how far:
 //! - a templated **name** drops `resourceNames` from that namespace's Role: every service
 //!   account in the namespace may be minted;
-//! - a templated **namespace** needs a ClusterRole and ClusterRoleBinding without
-//!   `resourceNames`: every service account in every namespace may be minted.
+//! - a templated **namespace** needs a ClusterRole and ClusterRoleBinding (with
+//!   `resourceNames` when every such grant's account name is literal), so the plan adds a
+//!   ValidatingAdmissionPolicy ([`admission`]) with which the API server refuses tokens in
+//!   namespaces no grant names, and from templates in protected namespaces.
+//!
+//! Never wider than evaluation: a templated name in a protected namespace gets no rule at all,
+//! since tokenvend never renders a template into one.
+
+mod admission;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
@@ -35,6 +45,8 @@ pub enum RbacObject {
     RoleBinding(RoleBinding),
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
+    ValidatingAdmissionPolicy(ValidatingAdmissionPolicy),
+    ValidatingAdmissionPolicyBinding(ValidatingAdmissionPolicyBinding),
 }
 
 /// The generated objects, in a stable order, and the warnings about wider rules.
@@ -54,10 +66,26 @@ pub fn granted_targets(policies: &PolicySet) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The Roles and bindings that let `subject` mint tokens for `targets` and nothing else.
-pub fn plan(targets: &[(String, String)], subject: &ServiceAccountRef) -> RbacPlan {
+/// The Roles and bindings that let `subject` mint tokens for `targets` and nothing else, given
+/// the namespaces no template may render into (`kubernetes.protectedNamespaces` and
+/// tokenvend's own).
+pub fn plan(
+    targets: &[(String, String)],
+    subject: &ServiceAccountRef,
+    protected: &BTreeSet<String>,
+) -> RbacPlan {
     let mut plan = RbacPlan::default();
-    let (templated_namespaces, by_namespace) = group(targets);
+    let (templated_namespaces, mut by_namespace) = group(targets);
+    by_namespace.retain(|namespace, names| {
+        if protected.contains(namespace) {
+            let dropped: Vec<String> = names.iter().filter(|n| is_templated(n)).cloned().collect();
+            if !dropped.is_empty() {
+                plan.warnings.push(protected_warning(namespace, &dropped));
+                names.retain(|name| !is_templated(name));
+            }
+        }
+        !names.is_empty()
+    });
     for (namespace, names) in &by_namespace {
         let resource_names = if names.iter().any(|name| is_templated(name)) {
             plan.warnings.push(wide_name_warning(namespace, names));
@@ -71,14 +99,28 @@ pub fn plan(targets: &[(String, String)], subject: &ServiceAccountRef) -> RbacPl
             .push(RbacObject::RoleBinding(role_binding(subject, namespace)));
     }
     if !templated_namespaces.is_empty() {
-        plan.warnings
-            .push(wide_namespace_warning(&templated_namespaces));
+        let names: Option<Vec<String>> = templated_namespaces
+            .iter()
+            .map(|(_, name)| (!is_templated(name)).then(|| name.clone()))
+            .collect::<Option<BTreeSet<String>>>()
+            .map(|names| names.into_iter().collect());
+        plan.warnings.push(wide_namespace_warning(
+            &templated_namespaces,
+            names.as_deref(),
+            &admission::policy_name(subject),
+        ));
         plan.objects
-            .push(RbacObject::ClusterRole(cluster_role(subject)));
+            .push(RbacObject::ClusterRole(cluster_role(subject, names)));
         plan.objects
             .push(RbacObject::ClusterRoleBinding(cluster_role_binding(
                 subject,
             )));
+        let (policy, binding) =
+            admission::token_namespaces(subject, &by_namespace, &templated_namespaces, protected);
+        plan.objects
+            .push(RbacObject::ValidatingAdmissionPolicy(policy));
+        plan.objects
+            .push(RbacObject::ValidatingAdmissionPolicyBinding(binding));
     }
     plan
 }
@@ -102,14 +144,17 @@ fn is_templated(part: &str) -> bool {
     part.contains(TEMPLATE_MARKER)
 }
 
-/// Splits targets into the entries with a templated namespace, and literal namespaces with
-/// their sorted, distinct names.
-fn group(targets: &[(String, String)]) -> (Vec<String>, BTreeMap<String, BTreeSet<String>>) {
+/// Splits targets into the entries with a templated namespace (sorted, distinct), and literal
+/// namespaces with their sorted, distinct names.
+#[allow(clippy::type_complexity)] // two plain collections, named at the call site
+fn group(
+    targets: &[(String, String)],
+) -> (Vec<(String, String)>, BTreeMap<String, BTreeSet<String>>) {
     let mut templated = Vec::new();
     let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (namespace, name) in targets {
         if is_templated(namespace) {
-            templated.push(format!("{namespace}/{name}"));
+            templated.push((namespace.clone(), name.clone()));
         } else {
             by_namespace
                 .entry(namespace.clone())
@@ -136,13 +181,34 @@ fn wide_name_warning(namespace: &str, names: &BTreeSet<String>) -> String {
     )
 }
 
-fn wide_namespace_warning(templated: &[String]) -> String {
+fn protected_warning(namespace: &str, dropped: &[String]) -> String {
+    format!(
+        "warning: {namespace}: templated service-account names ({}) get no rule: \
+         {namespace:?} is a protected namespace, which tokenvend never renders a template into",
+        dropped.join(", ")
+    )
+}
+
+fn wide_namespace_warning(
+    templated: &[(String, String)],
+    names: Option<&[String]>,
+    policy: &str,
+) -> String {
+    let written: Vec<String> = templated
+        .iter()
+        .map(|(ns, name)| format!("{ns}/{name}"))
+        .collect();
+    let accounts = match names {
+        Some(names) => format!("the service accounts named {}", names.join(", ")),
+        None => "EVERY service account".to_owned(),
+    };
     format!(
         "warning: templated namespaces ({}) cannot be bound per namespace; the ClusterRole \
-         lets tokenvend mint tokens for EVERY service account in EVERY namespace. Prefer \
-         literal namespaces, or replace the ClusterRoleBinding with RoleBindings to the \
-         ClusterRole in the namespaces the template may resolve to",
-        templated.join(", ")
+         lets tokenvend mint tokens for {accounts} in EVERY namespace. Apply the \
+         ValidatingAdmissionPolicy {policy:?} with it (Kubernetes 1.30 or later): the API \
+         server then refuses tokens outside the namespaces the grants name or the templates \
+         can render, and in any protected namespace from a template",
+        written.join(", ")
     )
 }
 
@@ -213,10 +279,10 @@ fn role_binding(subject: &ServiceAccountRef, namespace: &str) -> RoleBinding {
     }
 }
 
-fn cluster_role(subject: &ServiceAccountRef) -> ClusterRole {
+fn cluster_role(subject: &ServiceAccountRef, names: Option<Vec<String>>) -> ClusterRole {
     ClusterRole {
         metadata: metadata(cluster_role_name(subject), None),
-        rules: Some(vec![create_tokens(None)]),
+        rules: Some(vec![create_tokens(names)]),
         aggregation_rule: None,
     }
 }

@@ -1,7 +1,7 @@
 //! What `tokenvend check` runs besides loading: the config's own `tests:` cases, and a report
 //! of overlaps worth a second look. Pure: no I/O.
 
-use super::{Expectation, PolicySet, RawTest, Request, ServiceAccountRef};
+use super::{ClaimPath, Expectation, Policy, PolicySet, RawTest, Request, ServiceAccountRef};
 
 /// The result of one test case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +36,9 @@ pub fn run_tests(
         .iter()
         .map(|test| run_one(policies, test, &issuer_of))
         .collect();
-    CheckReport {
-        outcomes,
-        warnings: overlaps(policies),
-    }
+    let mut warnings = overlaps(policies);
+    warnings.extend(guardrail_warnings(policies));
+    CheckReport { outcomes, warnings }
 }
 
 fn run_one(
@@ -138,4 +137,48 @@ fn overlaps(policies: &PolicySet) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// What loads but deserves a second look: a template fed by a claim the policy's `match` does
+/// not pin (whatever the issuer puts there picks the service account), and a literal grant in
+/// a protected namespace (allowed, since someone wrote it, but templates never go there).
+fn guardrail_warnings(policies: &PolicySet) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for policy in policies.iter() {
+        for account in &policy.grant.service_accounts {
+            if let Some(sa) = account.fixed() {
+                if policies.is_protected(sa.namespace()) {
+                    warnings.push(format!(
+                        "policy {:?} grants {sa}, in protected namespace {}",
+                        policy.name,
+                        sa.namespace()
+                    ));
+                }
+                continue;
+            }
+            let mut unpinned: Vec<&str> = account.claims().filter(|c| !pins(policy, c)).collect();
+            unpinned.sort_unstable();
+            unpinned.dedup();
+            for claim in unpinned {
+                warnings.push(format!(
+                    "policy {:?}: {account} uses claim `{claim}`, which its match does not pin: \
+                     any value the issuer puts there picks the service account",
+                    policy.name
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// Whether the policy's match constrains this top-level claim (a pattern that accepts any
+/// value does not).
+fn pins(policy: &Policy, claim: &str) -> bool {
+    policy.matchers.iter().any(|(path, matcher)| {
+        let whole_claim = match path {
+            ClaimPath::Name(name) => name == claim,
+            ClaimPath::Pointer(_) => path.top_claim() == claim && !path.as_str()[1..].contains('/'),
+        };
+        whole_claim && !matcher.accepts_anything()
+    })
 }

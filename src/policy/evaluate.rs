@@ -189,7 +189,8 @@ impl PolicySet {
     }
 
     /// The policies that apply to these claims, in file order, each with the service accounts
-    /// it grants them (templates rendered; a name that renders invalid grants nothing). Only
+    /// it grants them (templates rendered; a name that renders invalid, or into a protected
+    /// namespace, grants nothing). Only
     /// the issuer's candidate policies are tested, unless a trace is wanted: an explanation
     /// names every policy that does not apply.
     pub fn applicable<'s>(
@@ -208,6 +209,14 @@ impl PolicySet {
             let mut service_accounts = Vec::new();
             for account in &policy.grant.service_accounts {
                 match account.render(claims) {
+                    Ok(sa) if account.fixed().is_none() && self.is_protected(sa.namespace()) => {
+                        note(trace, || {
+                            format!(
+                                "policy {:?}: {account}: renders {sa}, in a protected namespace",
+                                policy.name
+                            )
+                        });
+                    }
                     Ok(sa) if !service_accounts.contains(&sa) => service_accounts.push(sa),
                     Ok(_) => {}
                     Err(reason) => note(trace, || {
@@ -498,6 +507,45 @@ mod tests {
                 .any(|line| line.contains("rendered name is invalid")),
             "{trace:?}"
         );
+    }
+
+    #[test]
+    fn a_template_never_renders_into_a_protected_namespace() {
+        let mut policies = set(json!([
+            {"name": "apps", "issuer": "ci", "match": {"owner": "acme"},
+             "grant": {"serviceAccounts": ["kube-${claims.team}/deployer", "ci-${claims.team}/reader"]}},
+        ]));
+        let deployer = |team: &str| {
+            let caller = claims(json!({"owner": "acme", "team": team}));
+            let request = Request::new(Some(sa(&format!("kube-{team}/deployer"))), None, None);
+            policies.evaluate("ci", &caller, &request.unwrap())
+        };
+        assert!(deployer("apps").is_ok());
+        for team in ["system", "public", "node-lease"] {
+            assert_eq!(
+                deployer(team),
+                Err(Denial::ServiceAccountNotGranted(sa(&format!(
+                    "kube-{team}/deployer"
+                )))),
+                "{team}"
+            );
+        }
+        // The namespace tokenvend runs in is protected as well, and so is any configured one.
+        policies.protect_namespace("ci-tokenvend");
+        let caller = claims(json!({"owner": "acme", "team": "tokenvend"}));
+        let reader = Request::new(Some(sa("ci-tokenvend/reader")), None, None).unwrap();
+        assert!(policies.evaluate("ci", &caller, &reader).is_err());
+        let (_, trace) = policies.explain("ci", &caller, &reader);
+        assert!(
+            trace
+                .iter()
+                .any(|line| line.contains("protected namespace")),
+            "{trace:?}"
+        );
+        policies.set_protected_namespaces(["ci-apps".to_owned()]);
+        let caller = claims(json!({"owner": "acme", "team": "apps"}));
+        let reader = Request::new(Some(sa("ci-apps/reader")), None, None).unwrap();
+        assert!(policies.evaluate("ci", &caller, &reader).is_err());
     }
 
     #[test]

@@ -285,9 +285,9 @@ mod tests {
                     if let Some(m) = on_environment {
                         block.insert("/environment".into(), m);
                     }
-                    if block.is_empty() {
-                        block.insert("ref".into(), json!("refs/heads/main"));
-                    }
+                    // Every policy must tell callers apart (a lone `{glob: "*"}` does not);
+                    // a glob pins no fixed string, so the index never picks this claim.
+                    block.insert("ref".into(), json!({"glob": "refs/heads/*"}));
                     policy(n, &Value::Object(block))
                 })
                 .collect();

@@ -44,7 +44,46 @@ impl ClaimPath {
             Self::Name(text) | Self::Pointer(text) => text,
         }
     }
+
+    /// The top-level claim this path reads (`/a/b` reads inside `a`).
+    pub fn top_claim(&self) -> String {
+        match self {
+            Self::Name(name) => name.clone(),
+            Self::Pointer(pointer) => unescape(split_first_segment(pointer).0),
+        }
+    }
+
+    /// Whether the claim can say who is asking: every token of an issuer carries the same
+    /// issuer, audiences and authorised party, and times say nothing about identity.
+    pub fn identifies_caller(&self) -> bool {
+        !NON_IDENTIFYING_CLAIMS.contains(&self.top_claim().as_str())
+    }
 }
+
+/// Claims that cannot tell the callers of one issuer apart.
+pub const NON_IDENTIFYING_CLAIMS: &[&str] =
+    &["iss", "aud", "azp", "exp", "iat", "nbf", "auth_time"];
+
+/// Claim values of very different shapes (identifiers, refs, subjects, URLs, e-mail, a single
+/// letter, non-ASCII). A regex that accepts every one of them is taken to accept any value:
+/// `.*`, `.+`, `[\s\S]*`, `\S+`, `(.*)|x` all do; a pattern that constrains anything refuses
+/// at least one. Deciding "matches every string" exactly is not needed: a pattern that misses
+/// only exotic values still tells no callers apart.
+const ANY_VALUE_PROBES: &[&str] = &[
+    "a",
+    "Z",
+    "7",
+    "-",
+    "true",
+    "123456",
+    "production",
+    "refs/heads/main",
+    "repo:acme/app:ref:refs/heads/main",
+    "acme/pipelines/.github/workflows/deploy.yml@refs/tags/v1",
+    "https://example.com/x?y=1",
+    "someone@example.com",
+    "Zürich-Ωμέγα",
+];
 
 fn split_first_segment(pointer: &str) -> (&str, &str) {
     let body = &pointer[1..];
@@ -104,6 +143,19 @@ impl Matcher {
         match claim {
             Value::Array(elements) => elements.iter().any(|element| self.holds_scalar(element)),
             scalar => self.holds_scalar(scalar),
+        }
+    }
+
+    /// Whether the matcher lets any value through, so that it tells no callers apart: a glob
+    /// of nothing but `*`, or a regex accepting every one of [`ANY_VALUE_PROBES`]. Exact values
+    /// and `oneOf` never do.
+    pub fn accepts_anything(&self) -> bool {
+        match self {
+            Self::Exact(_) | Self::OneOf(_) => false,
+            Self::Glob { pattern, .. } => !pattern.is_empty() && pattern.chars().all(|c| c == '*'),
+            Self::Regex { compiled, .. } => ANY_VALUE_PROBES
+                .iter()
+                .all(|probe| compiled.is_match(probe)),
         }
     }
 
@@ -171,12 +223,17 @@ fn glob_to_regex(glob: &str) -> String {
         .join(r"[^/:\p{Cc}]*")
 }
 
-/// Compiles `pattern` so that it must match the whole claim: `^(?:pattern)$`.
+/// Compiles `pattern` so that it must match the whole claim: `^(?:pattern)$`. The pattern is
+/// first compiled on its own: wrapped, `a)|(.*` would parse as `^(?:a)|(.*)$` and match anything.
 fn anchored(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(MAX_PATTERN_BYTES * 16)
-        .build()
-        .map_err(|e| format!("invalid pattern: {e}"))
+    let build = |text: &str| {
+        RegexBuilder::new(text)
+            .size_limit(MAX_PATTERN_BYTES * 16)
+            .build()
+            .map_err(|e| format!("invalid pattern: {e}"))
+    };
+    build(pattern)?;
+    build(&format!("^(?:{pattern})$"))
 }
 
 fn is_scalar(value: &Value) -> bool {
@@ -353,6 +410,21 @@ mod tests {
             json!({"like": "a%"}),
         ] {
             assert!(Matcher::compile(&raw).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_regex_that_only_parses_once_wrapped_is_refused() {
+        // Each is invalid alone; wrapped in `^(?:…)$` it would parse and match other refs.
+        for pattern in [
+            "refs/heads/main)|(.*",
+            "refs/heads/main)|(?:refs/heads/evil",
+            "a)(b",
+            ")",
+        ] {
+            let refused = Matcher::compile(&json!({ "regex": pattern }));
+            let message = refused.expect_err(pattern);
+            assert!(message.contains("invalid pattern"), "{pattern}: {message}");
         }
     }
 }

@@ -13,7 +13,7 @@ mod template;
 mod test_support;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
@@ -53,11 +53,18 @@ pub struct GrantRule {
     pub max_ttl_secs: u64,
 }
 
+/// Namespaces no template may render into when the config names none: the cluster's own.
+/// tokenvend's own namespace is added when the service knows it.
+pub const DEFAULT_PROTECTED_NAMESPACES: [&str; 3] =
+    ["kube-system", "kube-public", "kube-node-lease"];
+
 /// All policies in file order, indexed by issuer so that evaluation never walks unrelated issuers' policies.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     policies: Vec<Policy>,
     by_issuer: HashMap<String, index::IssuerPolicies>,
+    /// Namespaces a templated grant never renders into (a literal grant may still name one).
+    protected: BTreeSet<String>,
 }
 
 /// What an issuer contributes to policy compilation.
@@ -83,6 +90,7 @@ impl PolicySet {
     /// invalid names and TTLs, and policies that would match anyone the issuer vouches for.
     pub fn compile(raw: &[RawPolicy], issuers: &[IssuerRules<'_>]) -> Result<Self, PolicyError> {
         let mut set = Self::default();
+        set.set_protected_namespaces(DEFAULT_PROTECTED_NAMESPACES.map(str::to_owned));
         for (index, policy) in raw.iter().enumerate() {
             let fail = |key: &str, message: String| PolicyError {
                 index,
@@ -125,6 +133,26 @@ impl PolicySet {
         }
     }
 
+    /// Replaces the protected namespaces (the defaults are [`DEFAULT_PROTECTED_NAMESPACES`]).
+    pub fn set_protected_namespaces(&mut self, namespaces: impl IntoIterator<Item = String>) {
+        self.protected = namespaces.into_iter().collect();
+    }
+
+    /// Protects one more namespace: tokenvend's own, once known.
+    pub fn protect_namespace(&mut self, namespace: &str) {
+        self.protected.insert(namespace.to_owned());
+    }
+
+    /// Whether no template may render into `namespace`.
+    pub fn is_protected(&self, namespace: &str) -> bool {
+        self.protected.contains(namespace)
+    }
+
+    /// The protected namespaces, sorted.
+    pub fn protected_namespaces(&self) -> impl Iterator<Item = &str> {
+        self.protected.iter().map(String::as_str)
+    }
+
     pub fn len(&self) -> usize {
         self.policies.len()
     }
@@ -145,17 +173,20 @@ fn compile_one(raw: &RawPolicy, issuer: &IssuerRules<'_>) -> Result<Policy, (Str
             "must be 1 to 128 printable characters".into(),
         ));
     }
-    if raw.matches.is_empty() && raw.condition.is_none() {
-        return Err((
-            "match".into(),
-            "a policy must match on claims; issuer and audience alone prove nothing about who is asking".into(),
-        ));
-    }
     let mut matchers = Vec::with_capacity(raw.matches.len());
     for (key, value) in &raw.matches {
         let matcher =
             Matcher::compile(value).map_err(|message| (format!("match.{key}"), message))?;
         matchers.push((ClaimPath::parse(key), matcher));
+    }
+    if !matchers
+        .iter()
+        .any(|(path, matcher)| path.identifies_caller() && !matcher.accepts_anything())
+    {
+        return Err((
+            "match".into(),
+            cannot_tell_apart(issuer.name, &matchers, raw),
+        ));
     }
     // Pinning means exact values: a glob or regex on a required claim would defeat the point.
     let pins = |claim: &String| {
@@ -185,6 +216,32 @@ fn compile_one(raw: &RawPolicy, issuer: &IssuerRules<'_>) -> Result<Policy, (Str
         condition,
         grant: compile_grant(&raw.grant)?,
     })
+}
+
+/// Why a match would grant every identity of its issuer: what each entry fails to pin.
+fn cannot_tell_apart(issuer: &str, matchers: &[(ClaimPath, Matcher)], raw: &RawPolicy) -> String {
+    let mut reasons: Vec<String> = matchers
+        .iter()
+        .map(|(path, _)| {
+            if path.identifies_caller() {
+                format!("`{}` accepts any value", path.as_str())
+            } else {
+                format!("`{}` says nothing about who is asking", path.as_str())
+            }
+        })
+        .collect();
+    if raw.condition.is_some() {
+        reasons.push("a condition alone is not enough".to_owned());
+    }
+    if reasons.is_empty() {
+        reasons.push("the match is empty".to_owned());
+    }
+    format!(
+        "cannot tell callers of issuer {issuer:?} apart ({}); pin at least one identifying claim \
+         (not {}) to a value or a pattern that excludes someone",
+        reasons.join(", "),
+        matcher::NON_IDENTIFYING_CLAIMS.join("/"),
+    )
 }
 
 fn compile_grant(raw: &RawGrant) -> Result<GrantRule, (String, String)> {
@@ -256,3 +313,6 @@ fn compile_grant(raw: &RawGrant) -> Result<GrantRule, (String, String)> {
         max_ttl_secs,
     })
 }
+
+#[cfg(test)]
+mod tests;

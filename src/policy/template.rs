@@ -41,6 +41,13 @@ impl GrantedAccount {
             })
             .collect();
         ServiceAccountRef::parse(&sample).map_err(|e| format!("even filled in, {e}"))?;
+        if !namespace_has_literal(&parts) {
+            return Err(
+                "the namespace needs a literal part (e.g. `ci-${claims.repository_id}`): a \
+                 placeholder alone would let the caller's claims pick any namespace"
+                    .to_owned(),
+            );
+        }
         Ok(Self::Templated {
             text: text.to_owned(),
             parts,
@@ -67,6 +74,18 @@ impl GrantedAccount {
             }
         }
         ServiceAccountRef::parse(&text).map_err(|e| format!("rendered name is invalid: {e}"))
+    }
+
+    /// The claims a template reads, in order (none for a fixed account).
+    pub fn claims(&self) -> impl Iterator<Item = &str> {
+        let parts: &[Part] = match self {
+            Self::Fixed(_) => &[],
+            Self::Templated { parts, .. } => parts,
+        };
+        parts.iter().filter_map(|part| match part {
+            Part::Claim(name) => Some(name.as_str()),
+            Part::Literal(_) => None,
+        })
     }
 
     /// The fixed service account, if this entry is not a template.
@@ -110,6 +129,20 @@ impl fmt::Display for GrantedAccount {
             Self::Templated { text, .. } => f.write_str(text),
         }
     }
+}
+
+/// Whether the namespace (everything before the first `/`, which only a literal can hold)
+/// has a character of its own besides placeholders.
+fn namespace_has_literal(parts: &[Part]) -> bool {
+    for part in parts {
+        if let Part::Literal(literal) = part {
+            return match literal.split_once('/') {
+                Some((namespace, _)) => !namespace.is_empty(),
+                None => true,
+            };
+        }
+    }
+    false
 }
 
 fn parse_parts(text: &str) -> Result<Vec<Part>, String> {
@@ -204,6 +237,23 @@ mod tests {
         ] {
             assert!(GrantedAccount::parse(text).is_err(), "{text}");
         }
+        // A namespace that is nothing but placeholders lets the caller's claims pick any
+        // namespace at all, kube-system included.
+        for text in [
+            "${claims.environment}/deployer",
+            "${claims.ns}/${claims.name}",
+            "${claims.a}${claims.b}/deployer",
+        ] {
+            let message = GrantedAccount::parse(text).unwrap_err();
+            assert!(message.contains("literal part"), "{text}: {message}");
+        }
+        for text in [
+            "ci-${claims.ns}/deployer",
+            "${claims.team}-ci/deployer",
+            "${claims.a}-${claims.b}/x",
+        ] {
+            assert!(GrantedAccount::parse(text).is_ok(), "{text}");
+        }
         assert!(
             GrantedAccount::parse("production/deployer")
                 .unwrap()
@@ -211,7 +261,7 @@ mod tests {
                 .is_some()
         );
         assert!(
-            GrantedAccount::parse("${claims.ns}/${claims.name}")
+            GrantedAccount::parse("ns-${claims.ns}/${claims.name}")
                 .unwrap()
                 .fixed()
                 .is_none()

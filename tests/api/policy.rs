@@ -85,3 +85,33 @@ async fn grants_list_only_the_callers_own() {
     assert_error(anonymous, 401, "invalid_token").await;
     app.stop().await;
 }
+
+const TEAMS: &str = r#"
+issuers:
+  - {name: local, url: "{issuer}", audiences: [tokenvend], maxTokenLifetime: 1h}
+policies:
+  - name: teams
+    issuer: local
+    match: {repository: {glob: "acme/*"}}
+    grant: {serviceAccounts: ["team-${claims.team}/deployer"]}
+"#;
+
+#[tokio::test]
+async fn a_template_never_renders_into_the_namespace_tokenvend_runs_in() {
+    let options = tokenvend::app::ServeOptions {
+        own_namespace: Some("team-ops".to_owned()),
+        ..tokenvend::app::ServeOptions::default()
+    };
+    let app = crate::helpers::spawn_app_serving(TEAMS, |_| {}, options).await;
+    let decide = |team: &str| {
+        let token = app.id_token(json!({"sub": "ci", "repository": "acme/app", "team": team}));
+        let url = format!("{}/v1/token?dryRun=true", app.address);
+        app.http
+            .post(url)
+            .bearer_auth(token)
+            .json(&json!({}))
+            .send()
+    };
+    assert_eq!(decide("apps").await.unwrap().status(), 200);
+    assert_error(decide("ops").await.unwrap(), 403, "access_denied").await;
+}

@@ -73,6 +73,13 @@ async fn the_printed_role_lets_tokenvend_mint_exactly_the_named_service_accounts
     tokenvend::crypto::install_providers().unwrap();
     let config = scratch_file("config.yaml", CONFIG);
     let yaml = stdout_of(&tokenvend(&["rbac", "--config", config.to_str().unwrap()], None).await);
+    let kinds = kinds(&yaml);
+    assert!(
+        kinds
+            .iter()
+            .all(|k| matches!(k.as_str(), "Role" | "RoleBinding")),
+        "literal names need no cluster-wide objects: {kinds:?}"
+    );
     let rules = stand_in_rules(&yaml);
     let named = ["production/deployer", "production/backup", "staging/reader"];
     let others = [
@@ -103,34 +110,110 @@ async fn the_printed_role_lets_tokenvend_mint_exactly_the_named_service_accounts
     apiserver.shutdown().await;
 }
 
+const TEMPLATED: &str = r#"
+issuers:
+  - {name: ci, url: "https://ci.example.com", audiences: [tokenvend]}
+policies:
+  - name: teams
+    issuer: ci
+    match: {sub: {glob: "team:*"}}
+    grant: {serviceAccounts: ["team-${claims.team}/deployer", "kube-system/${claims.team}"]}
+"#;
+
+#[tokio::test]
+async fn a_templated_namespace_gets_a_named_cluster_rule_and_an_admission_policy() {
+    tokenvend::crypto::install_providers().unwrap();
+    let config = scratch_file("templated.yaml", TEMPLATED);
+    let output = tokenvend(&["rbac", "--config", config.to_str().unwrap()], None).await;
+    let yaml = stdout_of(&output);
+    assert_eq!(
+        kinds(&yaml),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
+        ],
+        "no Role in kube-system: a template never renders there"
+    );
+    let warnings = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        warnings.contains("\"kube-system\" is a protected namespace"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("ValidatingAdmissionPolicy"), "{warnings}");
+    let objects: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap();
+    let policy = &objects[2];
+    assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        format!("request.userInfo.username == \"{SERVICE_USER}\"")
+    );
+    let allowed = policy["spec"]["validations"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        allowed,
+        "(!(request.namespace in [\"kube-node-lease\", \"kube-public\", \"kube-system\", \"tokenvend\"]) \
+         && request.namespace.matches(\"^team-[a-z0-9-]+$\") && request.name == \"deployer\")"
+    );
+    assert_eq!(objects[3]["spec"]["policyName"], policy["metadata"]["name"]);
+
+    // RBAC alone: the cluster-wide rule names the one literal account, in any namespace.
+    let apiserver = ApiServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ApiServerOptions {
+            service_accounts: ["team-a/deployer", "team-a/admin"]
+                .iter()
+                .map(|sa| seed(sa))
+                .collect(),
+            users: vec![SeedUser::new(SERVICE_TOKEN, SERVICE_USER)],
+            ..ApiServerOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    apiserver.set_rbac(stand_in_rules(&yaml));
+    let minter = minter(&apiserver).await;
+    assert_eq!(mint_status(&minter, "team-a/deployer").await, 200);
+    assert_eq!(mint_status(&minter, "team-a/admin").await, 403);
+    apiserver.shutdown().await;
+}
+
+fn kinds(yaml: &str) -> Vec<String> {
+    let objects: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
+    objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn seed(text: &str) -> SeedServiceAccount {
     let (namespace, name) = text.split_once('/').unwrap();
     SeedServiceAccount::new(namespace, name)
 }
 
-/// The printed Roles as the stand-in's rules, for the subjects of the RoleBindings that
-/// reference them (a ServiceAccount subject authenticates as `system:serviceaccount:NS:NAME`).
+/// The printed Roles and ClusterRoles as the stand-in's rules, for the subjects of the
+/// bindings that reference them (a ServiceAccount subject authenticates as
+/// `system:serviceaccount:NS:NAME`). Admission objects are not the stand-in's business.
 fn stand_in_rules(yaml: &str) -> Vec<RbacRule> {
     let objects: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
-    let kinds: Vec<&str> = objects
-        .iter()
-        .map(|o| o["kind"].as_str().unwrap())
-        .collect();
-    assert!(
-        kinds.iter().all(|k| matches!(*k, "Role" | "RoleBinding")),
-        "literal names need no cluster-wide objects: {kinds:?}"
-    );
     let mut rules = Vec::new();
-    for binding in objects.iter().filter(|o| o["kind"] == "RoleBinding") {
-        let namespace = binding["metadata"]["namespace"].as_str().unwrap();
+    for binding in objects.iter().filter(|o| {
+        matches!(
+            o["kind"].as_str(),
+            Some("RoleBinding" | "ClusterRoleBinding")
+        )
+    }) {
+        let namespace = binding["metadata"]["namespace"].as_str();
         let role = objects
             .iter()
             .find(|o| {
-                o["kind"] == "Role"
+                o["kind"] == binding["roleRef"]["kind"]
                     && o["metadata"]["name"] == binding["roleRef"]["name"]
-                    && o["metadata"]["namespace"] == namespace
+                    && o["metadata"]["namespace"].as_str() == namespace
             })
-            .expect("the binding's Role is printed");
+            .expect("the binding's role is printed");
         for subject in binding["subjects"].as_array().unwrap() {
             assert_eq!(subject["kind"], "ServiceAccount");
             let user = format!(
@@ -146,7 +229,7 @@ fn stand_in_rules(yaml: &str) -> Vec<RbacRule> {
                     resources: strings(&rule["resources"]),
                     resource_names: strings(&rule["resourceNames"]),
                     non_resource_urls: strings(&rule["nonResourceURLs"]),
-                    namespace: Some(namespace.to_owned()),
+                    namespace: namespace.map(str::to_owned),
                 });
             }
         }

@@ -1,3 +1,4 @@
+use super::admission::{NAME_PLACEHOLDER, NAMESPACE_PLACEHOLDER, pattern_of};
 use super::*;
 
 fn targets(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -9,6 +10,16 @@ fn targets(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 fn subject() -> ServiceAccountRef {
     ServiceAccountRef::parse(DEFAULT_SUBJECT).unwrap()
+}
+
+fn protected() -> BTreeSet<String> {
+    ["kube-system", "kube-public", "kube-node-lease", "tokenvend"]
+        .map(str::to_owned)
+        .into()
+}
+
+fn plan(targets: &[(String, String)], subject: &ServiceAccountRef) -> RbacPlan {
+    super::plan(targets, subject, &protected())
 }
 
 fn roles(plan: &RbacPlan) -> Vec<&Role> {
@@ -89,12 +100,16 @@ fn a_templated_name_widens_only_its_namespace_with_a_warning() {
 }
 
 #[test]
-fn a_templated_namespace_needs_a_cluster_role_with_a_warning() {
+fn a_templated_namespace_needs_a_cluster_role_with_a_warning_and_an_admission_policy() {
     let plan = plan(
-        &targets(&[("team-${claims.team}", "deployer"), ("staging", "deployer")]),
+        &targets(&[
+            ("team-${claims.team}", "deployer"),
+            ("staging", "deployer"),
+            ("staging", "${claims.app}-reader"),
+        ]),
         &subject(),
     );
-    assert_eq!(plan.objects.len(), 4);
+    assert_eq!(plan.objects.len(), 6);
     let RbacObject::ClusterRole(role) = &plan.objects[2] else {
         panic!("expected a ClusterRole: {plan:?}");
     };
@@ -102,13 +117,108 @@ fn a_templated_namespace_needs_a_cluster_role_with_a_warning() {
         role.metadata.name.as_deref(),
         Some("tokenvend-tokenvend-minter")
     );
-    assert_eq!(role.rules.as_ref().unwrap()[0].resource_names, None);
+    // The templated namespace's account name is literal: the cluster-wide rule names it.
+    assert_eq!(
+        role.rules.as_ref().unwrap()[0].resource_names,
+        Some(vec!["deployer".to_owned()])
+    );
     let RbacObject::ClusterRoleBinding(binding) = &plan.objects[3] else {
         panic!("expected a ClusterRoleBinding: {plan:?}");
     };
     assert_eq!(binding.role_ref.kind, "ClusterRole");
-    assert_eq!(plan.warnings.len(), 1);
-    assert!(plan.warnings[0].contains("team-${claims.team}/deployer"));
+    let RbacObject::ValidatingAdmissionPolicy(policy) = &plan.objects[4] else {
+        panic!("expected a ValidatingAdmissionPolicy: {plan:?}");
+    };
+    let spec = policy.spec.as_ref().unwrap();
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    let rule = &spec
+        .match_constraints
+        .as_ref()
+        .unwrap()
+        .resource_rules
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(
+        rule.resources.as_deref(),
+        Some(&["serviceaccounts/token".to_owned()][..])
+    );
+    assert_eq!(rule.operations.as_deref(), Some(&["CREATE".to_owned()][..]));
+    assert_eq!(
+        spec.match_conditions.as_ref().unwrap()[0].expression,
+        r#"request.userInfo.username == "system:serviceaccount:tokenvend:tokenvend""#
+    );
+    assert_eq!(
+        spec.validations.as_ref().unwrap()[0].expression,
+        "(request.namespace == \"staging\" && (request.name in [\"deployer\"] || \
+         request.name.matches(\"^[a-z0-9.-]+-reader$\"))) || \
+         (!(request.namespace in [\"kube-node-lease\", \"kube-public\", \"kube-system\", \"tokenvend\"]) && \
+         request.namespace.matches(\"^team-[a-z0-9-]+$\") && request.name == \"deployer\")"
+    );
+    let RbacObject::ValidatingAdmissionPolicyBinding(binding) = &plan.objects[5] else {
+        panic!("expected a ValidatingAdmissionPolicyBinding: {plan:?}");
+    };
+    let binding = binding.spec.as_ref().unwrap();
+    assert_eq!(binding.policy_name, policy.metadata.name);
+    assert_eq!(
+        binding.validation_actions.as_deref(),
+        Some(&["Deny".to_owned()][..])
+    );
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    assert!(plan.warnings[1].contains("team-${claims.team}/deployer"));
+    assert!(plan.warnings[1].contains("ValidatingAdmissionPolicy"));
+}
+
+#[test]
+fn admission_patterns_match_what_a_template_can_render_and_nothing_else() {
+    let namespace =
+        regex::Regex::new(&pattern_of("team-${claims.team}-ci", NAMESPACE_PLACEHOLDER)).unwrap();
+    for (candidate, expected) in [
+        ("team-a-ci", true),
+        ("team-a-b-ci", true),
+        ("team--ci", false),
+        ("team-ci", false),
+        ("kube-system", false),
+        ("xteam-a-ci", false),
+        ("team-a-cix", false),
+        ("team-a.b-ci", false),
+    ] {
+        assert_eq!(namespace.is_match(candidate), expected, "{candidate}");
+    }
+    let name = regex::Regex::new(&pattern_of("app.${claims.x}", NAME_PLACEHOLDER)).unwrap();
+    assert!(name.is_match("app.web.v2"));
+    assert!(
+        !name.is_match("appxweb"),
+        "a literal dot is not any character"
+    );
+}
+
+#[test]
+fn a_templated_name_in_a_protected_namespace_gets_no_rule() {
+    let plan = plan(
+        &targets(&[
+            ("kube-system", "${claims.x}"),
+            ("kube-system", "backup"),
+            ("tokenvend", "${claims.y}"),
+        ]),
+        &subject(),
+    );
+    // tokenvend never renders a template into a protected namespace: no rule for it, and the
+    // literal name keeps its Role.
+    let roles = roles(&plan);
+    assert_eq!(roles.len(), 1, "{plan:?}");
+    assert_eq!(roles[0].metadata.namespace.as_deref(), Some("kube-system"));
+    assert_eq!(
+        roles[0].rules.as_ref().unwrap()[0].resource_names,
+        Some(vec!["backup".to_owned()])
+    );
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    assert!(
+        plan.warnings
+            .iter()
+            .all(|w| w.contains("protected namespace")),
+        "{:?}",
+        plan.warnings
+    );
 }
 
 #[test]
