@@ -10,11 +10,12 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::authn::{Caller, UserInfo};
+use super::authn::Caller;
 use super::decode::{self, ApiType, OBJECT_META, Schema};
 use super::request_info::RequestInfo;
 use super::state::ApiState;
 use super::status::Status;
+use super::user::UserInfo;
 
 const GROUP_VERSION: &str = "authentication.k8s.io/v1";
 

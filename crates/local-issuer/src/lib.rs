@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use self::routes::router;
-use super::keys::SigningKey;
+use dev_pki::keys::SigningKey;
 
 mod routes;
 

@@ -12,6 +12,7 @@ mod authn;
 mod binding;
 mod claims;
 mod cluster;
+mod counts;
 mod decode;
 mod discovery;
 mod errors;
@@ -27,6 +28,7 @@ mod selectors;
 mod state;
 mod status;
 mod token_request;
+mod user;
 
 #[cfg(test)]
 mod tests;
@@ -45,7 +47,6 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use self::authn::UserInfo;
 use self::cluster::Cluster;
 pub use self::faults::Fault;
 pub use self::options::{
@@ -54,8 +55,9 @@ pub use self::options::{
 };
 pub use self::rbac::RbacRule;
 use self::state::ApiState;
-use crate::dev::keys::SigningKey;
-use crate::dev::tls::{DevCa, serve_tls};
+pub use self::user::UserInfo;
+use dev_pki::keys::SigningKey;
+use dev_pki::tls::{DevCa, serve_tls};
 
 /// Why the stand-in could not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +120,7 @@ impl ApiServer {
             rbac: RwLock::new(options.rbac),
             faults: faults::Faults::default(),
             token_requests: AtomicU64::new(0),
-            requests: metrics::RequestCounts::default(),
+            requests: counts::RequestCounts::default(),
             list_page_size_default: options.list_page_size_default,
         });
         let (stop, stopped) = oneshot::channel::<()>();

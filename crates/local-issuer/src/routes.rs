@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{DEFAULT_TTL_SECONDS, IssuerState};
-use crate::dev::keys::jwk_set;
+use dev_pki::keys::jwk_set;
 
 pub(super) fn router(state: Arc<IssuerState>) -> Router {
     Router::new()

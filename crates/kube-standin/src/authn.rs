@@ -2,32 +2,16 @@
 //! bound service-account tokens are accepted; a request without a token is anonymous only on
 //! the paths anonymous access is configured for, and unauthorized everywhere else.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use serde::Serialize;
 
 use super::claims::{self, Authenticated};
 use super::state::ApiState;
 use super::status::Status;
-
-/// `authentication.k8s.io/v1 UserInfo`, with Go's `omitempty` on every field.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct UserInfo {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub username: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub uid: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub extra: BTreeMap<String, Vec<String>>,
-}
-
-const AUTHENTICATED: &str = "system:authenticated";
+use super::user::UserInfo;
 
 /// Paths where a request without credentials proceeds as `system:anonymous` (to be authorized,
 /// and usually forbidden) instead of failing with 401, as with an `anonymous` authentication
@@ -40,24 +24,6 @@ const ANONYMOUS_PATHS: &[&str] = &[
     "/livez",
     "/readyz",
 ];
-
-impl UserInfo {
-    fn anonymous() -> Self {
-        Self {
-            username: "system:anonymous".into(),
-            groups: vec!["system:unauthenticated".into()],
-            ..Self::default()
-        }
-    }
-
-    /// The authenticated-group adder: every authenticated user is in `system:authenticated`.
-    fn with_authenticated_group(mut self) -> Self {
-        if !self.groups.iter().any(|g| g == AUTHENTICATED) {
-            self.groups.push(AUTHENTICATED.into());
-        }
-        self
-    }
-}
 
 impl ApiState {
     /// Authenticates a token for `audiences` (the API audiences when empty), as the
@@ -182,10 +148,5 @@ mod tests {
         assert_eq!(bearer_token(&headers("Basic abc")), None);
         assert_eq!(bearer_token(&headers("Bearer ")), None);
         assert_eq!(bearer_token(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn an_empty_user_info_serialises_as_an_empty_object() {
-        assert_eq!(serde_json::to_string(&UserInfo::default()).unwrap(), "{}");
     }
 }

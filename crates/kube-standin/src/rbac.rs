@@ -1,10 +1,10 @@
 //! Authorization: RBAC rule matching (`rbac.go` `RuleAllows`) over a request's attributes,
 //! the built-in grants every cluster has, and the 403 body.
 
-use super::authn::UserInfo;
 use super::errors::GroupResource;
 use super::request_info::{RequestInfo, ResourceAttributes};
 use super::status::Status;
+use super::user::UserInfo;
 
 /// One RBAC permission granted to a user or a group: the rule of a Role (when `namespace` is
 /// set) or of a ClusterRole bound cluster-wide (when it is `None`).

@@ -9,9 +9,9 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::authn::UserInfo;
 use super::cluster::{Cluster, uid};
-use crate::dev::keys::SigningKey;
+use super::user::UserInfo;
+use dev_pki::keys::SigningKey;
 
 /// `WarnOnlyBoundTokenExpirationSeconds`: the lifetime kubelet asks for when it wants an
 /// extended token.

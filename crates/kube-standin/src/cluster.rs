@@ -13,7 +13,7 @@ use super::options::{
     ApiServerOptions, SERVICE_ACCOUNT_NAME_ANNOTATION, SERVICE_ACCOUNT_TOKEN_TYPE,
     SERVICE_ACCOUNT_UID_ANNOTATION, SeedSecret,
 };
-use crate::dev::keys::SigningKey;
+use dev_pki::keys::SigningKey;
 
 /// `(namespace, name)`; the namespace is empty for cluster-scoped objects. Ordered like etcd
 /// keys, which is the order kube-apiserver lists in.
@@ -243,7 +243,7 @@ fn legacy_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::apiserver::options::{SeedNode, SeedPod, SeedServiceAccount};
+    use crate::options::{SeedNode, SeedPod, SeedServiceAccount};
 
     fn cluster() -> Cluster {
         let options = ApiServerOptions {

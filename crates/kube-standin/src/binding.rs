@@ -147,8 +147,8 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::apiserver::options::{ApiServerOptions, SeedPod};
-    use crate::dev::keys::SigningKey;
+    use crate::options::{ApiServerOptions, SeedPod};
+    use dev_pki::keys::SigningKey;
 
     fn cluster() -> Cluster {
         let options = ApiServerOptions {

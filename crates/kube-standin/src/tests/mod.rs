@@ -66,7 +66,7 @@ pub fn options() -> ApiServerOptions {
 }
 
 pub async fn start(options: ApiServerOptions) -> ApiServer {
-    crate::crypto::install_providers().unwrap();
+    serving::crypto::install_providers().unwrap();
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     ApiServer::start(addr, options).await.unwrap()
 }

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::dev::apiserver::{ApiServerOptions, DEFAULT_ISSUER, Fault};
+use crate::{ApiServerOptions, DEFAULT_ISSUER, Fault};
 
 const BILLING: &str = "/api/v1/namespaces/payments/serviceaccounts/billing/token";
 

@@ -1,21 +1,12 @@
-//! `GET /metrics`: the stand-in's own request counters in the Prometheus text format, behind
-//! the same authentication and authorization as kube-apiserver's: no or an unknown token is
-//! 401, an account without `get` on the non-resource URL `/metrics` (a ClusterRole rule with
-//! `nonResourceURLs: ["/metrics"]`) is 403. What a monitoring agent scrapes with its token.
+//! The stand-in's request counters (`apiserver_request_total`) and their text exposition:
+//! the data that `GET /metrics` serves. Below the handlers: it knows requests only as their
+//! `RequestInfo`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use axum::extract::{Request, State};
-use axum::http::{Method, Uri, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use super::authn::Caller;
 use super::request_info::RequestInfo;
-use super::state::ApiState;
-use super::status::Status;
 
 /// The labels of one `apiserver_request_total` series, as kube-apiserver names them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,7 +23,8 @@ struct RequestKey {
 pub struct RequestCounts(Mutex<BTreeMap<RequestKey, u64>>);
 
 impl RequestCounts {
-    fn record(&self, request: &RequestInfo, code: u16) {
+    /// Counts one request with its response code.
+    pub fn record(&self, request: &RequestInfo, code: u16) {
         let (group, resource, subresource) = match &request.resource {
             Some(r) => (
                 r.api_group.clone(),
@@ -85,41 +77,10 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Middleware: counts every request by its attributes and response code.
-pub async fn count(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let info = RequestInfo::parse(
-        request.method(),
-        request.uri().path(),
-        request.uri().query(),
-    );
-    let response = next.run(request).await;
-    state.requests.record(&info, response.status().as_u16());
-    response
-}
-
-/// `GET /metrics`.
-pub async fn metrics(
-    State(state): State<Arc<ApiState>>,
-    caller: Caller,
-    uri: Uri,
-) -> Result<Response, Status> {
-    state.authorize(
-        &caller.0,
-        &RequestInfo::parse(&Method::GET, uri.path(), uri.query()),
-    )?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.requests.render(),
-    )
-        .into_response())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
 
     #[test]
     fn counters_render_in_the_text_format_with_kube_verbs() {

@@ -14,7 +14,7 @@ use super::authn::Caller;
 use super::request_info::RequestInfo;
 use super::state::ApiState;
 use super::status::Status;
-use crate::dev::keys::jwk_set;
+use dev_pki::keys::jwk_set;
 
 /// `GetCacheAgeMaxSeconds()` for static keys.
 const ISSUER_CACHE_CONTROL: &str = "public, max-age=3600";

@@ -1,3 +1,8 @@
+//! tokenvend started in-process on loopback against the local OIDC issuer and the Kubernetes
+//! API stand-in (with tokenvend's own credential and a reviewer allowed to create
+//! TokenReviews), and what the tests ask of it: ID tokens, `POST /v1/token`, reviews of the
+//! minted tokens, `/metrics`.
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -5,11 +10,11 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
+use kube_standin::{ApiServer, ApiServerOptions, RbacRule, SeedUser};
+use local_issuer::LocalIssuer;
 use serde_json::{Value, json};
 use tokenvend::app::{Application, Listen, ServeOptions};
 use tokenvend::config::Config;
-use tokenvend::dev::apiserver::{ApiServer, ApiServerOptions, RbacRule, SeedUser};
-use tokenvend::dev::issuer::LocalIssuer;
 use tokenvend::dev::session::{kube_config_for, stand_in_options};
 
 /// The user that reviews tokens on the stand-in (like a cluster admin would).
@@ -106,7 +111,7 @@ async fn spawn(
     serve_options: ServeOptions,
     watch: Option<std::path::PathBuf>,
 ) -> TestApp {
-    tokenvend::crypto::install_providers().unwrap();
+    serving::crypto::install_providers().unwrap();
     let issuer = LocalIssuer::start(loopback()).await.unwrap();
     let text = template.replace("{issuer}", issuer.url());
     if let Some(path) = &watch {
@@ -254,7 +259,8 @@ impl TestApp {
     }
 }
 
-/// Asserts the DESIGN §5 error body and returns it.
+/// Asserts tokenvend's error body (`error`, `error_description`, `request_id` and nothing
+/// else; openapi.yaml's `Error`), with the status and error code given, and returns it.
 pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status);
     let request_id = response

@@ -7,15 +7,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::authn::UserInfo;
 use super::cluster::Cluster;
+use super::counts::RequestCounts;
 use super::faults::Faults;
-use super::metrics::RequestCounts;
 use super::options::SeedUser;
 use super::rbac::{self, RbacRule};
 use super::request_info::RequestInfo;
 use super::status::Status;
-use crate::dev::keys::SigningKey;
+use super::user::UserInfo;
+use dev_pki::keys::SigningKey;
 
 pub struct ApiState {
     /// `--service-account-issuer`.

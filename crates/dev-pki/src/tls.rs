@@ -8,7 +8,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::server::ServerLimits;
 use axum::Router;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -17,6 +16,7 @@ use rcgen::{
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serving::ServerLimits;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -153,7 +153,7 @@ pub async fn serve_tls(
         drain_timeout: DRAIN_TIMEOUT,
         ..ServerLimits::default()
     };
-    crate::server::serve(
+    serving::serve(
         listener,
         router,
         Some(TlsAcceptor::from(config)),
@@ -171,7 +171,7 @@ mod tests {
     use std::net::SocketAddr;
 
     fn install_provider() {
-        crate::crypto::install_providers().unwrap();
+        serving::crypto::install_providers().unwrap();
     }
 
     async fn serve(

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::*;
-use crate::dev::apiserver::ApiServerOptions;
+use crate::ApiServerOptions;
 
 const TOKEN_SECRETS: &str = "fieldSelector=type%3Dkubernetes.io%2Fservice-account-token";
 
