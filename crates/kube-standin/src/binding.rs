@@ -1,5 +1,6 @@
 //! `spec.boundObjectRef` of a TokenRequest: which object the token is bound to, resolved as
-//! `TokenREST.Create` resolves it (kube-api.md §1.5).
+//! `TokenREST.Create` resolves it (`pkg/registry/core/serviceaccount/storage/token.go`; the
+//! crate's README.md, "TokenRequest").
 
 use serde::{Deserialize, Serialize};
 

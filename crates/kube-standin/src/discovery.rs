@@ -1,6 +1,6 @@
-//! Discovery: the service-account issuer's OIDC documents (kube-api.md §6) and the API
-//! discovery documents kubectl and other clients read before a request (`/api`, `/apis`,
-//! `/version`, resource lists).
+//! Discovery: the service-account issuer's OIDC documents
+//! (`pkg/serviceaccount/openidmetadata.go`) and the API discovery documents kubectl and other
+//! clients read before a request (`/api`, `/apis`, `/version`, resource lists).
 
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use dev_pki::keys::jwk_set;
 /// `GetCacheAgeMaxSeconds()` for static keys.
 const ISSUER_CACHE_CONTROL: &str = "public, max-age=3600";
 
-/// The version the stand-in claims to be; its behaviour follows 1.34+ (kube-api.md).
+/// The version the stand-in claims to be; its behaviour follows 1.34+ (the crate's README.md).
 const GIT_VERSION: &str = "v1.36.0";
 
 /// The OpenID provider configuration, in `openidmetadata.go`'s field order.

@@ -1,8 +1,8 @@
 //! The Kubernetes API stand-in: a real HTTPS server that answers the endpoints tokenvend uses
-//! exactly as kube-apiserver does (`kube-api.md`): TokenRequest, TokenReview,
-//! SelfSubjectReview, service-account issuer discovery, API discovery, reads of
-//! ServiceAccounts, Secrets, Pods and Nodes, and its own `/metrics`. Loopback only; for
-//! `tokenvend dev` and tests.
+//! exactly as kube-apiserver does: TokenRequest, TokenReview, SelfSubjectReview,
+//! service-account issuer discovery, API discovery, reads of ServiceAccounts, Secrets, Pods and
+//! Nodes, and its own `/metrics`. Loopback only; for `tokenvend dev` and tests. The crate's
+//! README.md says what it follows upstream and where it knowingly differs.
 //!
 //! The request flow mirrors kube-apiserver's filter chain: authentication ([`authn`]), fault
 //! injection where the in-flight filters act ([`faults`]), authorization ([`rbac`]), body

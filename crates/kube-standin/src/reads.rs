@@ -1,5 +1,5 @@
 //! `GET` of core/v1 objects: one object by name, or a list with label and field selectors and
-//! `limit`/`continue` pagination (kube-api.md §10). Also answers every path no other route
+//! `limit`/`continue` pagination (the crate's README.md, "Reads"). Also answers every path no other route
 //! serves: authenticated, authorized like kube-apiserver, then 404.
 
 use std::sync::Arc;

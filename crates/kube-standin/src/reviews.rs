@@ -1,5 +1,6 @@
 //! `tokenreviews` and `selfsubjectreviews` (authentication.k8s.io/v1): asking the API server
-//! who a token belongs to (kube-api.md §4).
+//! who a token belongs to (`pkg/registry/authentication/tokenreview/storage.go`; the crate's
+//! README.md, "Reviews and discovery").
 
 use std::sync::Arc;
 

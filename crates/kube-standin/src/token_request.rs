@@ -1,6 +1,7 @@
 //! `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`: the TokenRequest subresource,
-//! step by step in kube-apiserver's order (kube-api.md §1.2), so the first failing step
-//! decides the response exactly as it would on a real cluster.
+//! step by step in kube-apiserver's order (`TokenREST.Create` in
+//! `pkg/registry/core/serviceaccount/storage/token.go`; the crate's README.md, "TokenRequest"),
+//! so the first failing step decides the response exactly as it would on a real cluster.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

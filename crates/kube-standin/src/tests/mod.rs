@@ -1,5 +1,6 @@
-//! Tests of the stand-in over real HTTPS, pinning its responses to the examples of
-//! `kube-api.md`. One seeded cluster (`payments/billing` and friends) serves them all.
+//! Tests of the stand-in over real HTTPS, pinning its responses to what kube-apiserver answers
+//! (the crate's README.md). One seeded cluster (`payments/billing` and friends) serves them
+//! all.
 
 mod kube_client;
 mod metrics;

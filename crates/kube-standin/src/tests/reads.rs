@@ -1,5 +1,5 @@
 //! Reads over HTTPS: ServiceAccount GET, lists with selectors and pagination, unknown paths
-//! (kube-api.md §10).
+//! (the crate's README.md, "Reads").
 
 use serde_json::Value;
 

@@ -1,4 +1,5 @@
-//! TokenReview, SelfSubjectReview and discovery over HTTPS (kube-api.md §4, §6).
+//! TokenReview, SelfSubjectReview and discovery over HTTPS (the crate's README.md,
+//! "Reviews and discovery").
 
 use serde_json::{Value, json};
 

@@ -1,4 +1,5 @@
-//! TokenRequest over HTTPS: every response of kube-api.md §1 and §8, byte for byte where the
+//! TokenRequest over HTTPS: every response kube-apiserver gives (status codes, Status bodies,
+//! headers; the crate's README.md, "TokenRequest" and "Errors"), byte for byte where the
 //! values are deterministic.
 
 use std::time::{Duration, Instant};
