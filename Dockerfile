@@ -3,7 +3,8 @@
 
 ARG RUST_VERSION=1.95
 
-# Build: dependencies first (a layer that stays cached while only src/ changes), then the crate.
+# Build: dependencies first (a layer that stays cached while only the sources in src/ and
+# crates/*/src change), then the workspace's own crates and the product.
 FROM rust:${RUST_VERSION}-bookworm AS build
 ENV CARGO_TERM_COLOR=never \
     CARGO_PROFILE_RELEASE_STRIP=symbols
@@ -11,17 +12,26 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 # The manifest names the criterion benches, so their files must exist; they are not built here.
 COPY benches benches
+# Every workspace member's manifest (Cargo.toml's `members = ["crates/*"]`); `tokenvend dev`
+# links the stand-in and the local issuer, and test-support must exist for the workspace to load.
+COPY crates/serving/Cargo.toml crates/serving/
+COPY crates/dev-pki/Cargo.toml crates/dev-pki/
+COPY crates/local-issuer/Cargo.toml crates/local-issuer/
+COPY crates/kube-standin/Cargo.toml crates/kube-standin/
+COPY crates/test-support/Cargo.toml crates/test-support/
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
+    && for crate in crates/*/; do mkdir "${crate}src" && touch "${crate}src/lib.rs"; done \
     && cargo build --release --locked \
-    && rm -rf src
+    && rm -rf src crates/*/src
 # openapi.yaml and config/dev.yaml are embedded in the binary at compile time.
 COPY openapi.yaml ./
 COPY config config
+COPY crates crates
 COPY src src
 # The copies may be older than the placeholder build: make cargo see them as changed.
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/main.rs src/lib.rs crates/*/src/lib.rs \
     && cargo build --release --locked \
     && ./target/release/tokenvend --version
 

@@ -10,8 +10,8 @@ use aws_lc_rs::signature::{
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
+use dev_pki::keys::SigningKey;
 use jsonwebtoken::Algorithm;
-use tokenvend::dev::keys::SigningKey;
 
 use support::{Keys, unix_now};
 

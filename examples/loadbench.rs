@@ -22,20 +22,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use dev_pki::keys::SigningKey;
 use jsonwebtoken::Algorithm;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_standin::ApiServer;
+use local_issuer::LocalIssuer;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
+use serving::ServerLimits;
 use tokenvend::config::Config;
-use tokenvend::dev::apiserver::ApiServer;
-use tokenvend::dev::issuer::LocalIssuer;
-use tokenvend::dev::keys::SigningKey;
 use tokenvend::dev::session::stand_in_options;
 use tokenvend::k8s::{ApiContact, KubeMinter, MintRequest, Minter};
 use tokenvend::metrics::Metrics;
 use tokenvend::policy::ServiceAccountRef;
-use tokenvend::server::ServerLimits;
 
 /// tokenvend's credential for the stand-in.
 const SERVICE_TOKEN: &str = "loadbench-service-token";
@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn env(dir: &Path, tokens: usize, unknown: usize, max_seconds: u64) -> anyhow::Result<()> {
-    tokenvend::crypto::install_providers()?;
+    serving::crypto::install_providers()?;
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
     let issuer = LocalIssuer::start(loopback).await?;
     let config_text = CONFIG.replace("{issuer}", issuer.url());
@@ -271,7 +271,7 @@ struct FloorState {
 }
 
 async fn floor(dir: &Path, mint: bool, max_seconds: u64) -> anyhow::Result<()> {
-    tokenvend::crypto::install_providers()?;
+    serving::crypto::install_providers()?;
     let minter = if mint {
         let kubeconfig = Kubeconfig::read_from(dir.join("kubeconfig"))?;
         let config =
@@ -309,7 +309,7 @@ async fn floor(dir: &Path, mint: bool, max_seconds: u64) -> anyhow::Result<()> {
     let stop = async move {
         let _ = tokio::time::timeout(Duration::from_secs(max_seconds), stopped()).await;
     };
-    tokenvend::server::serve(listener, router, None, ServerLimits::default(), stop).await?;
+    serving::serve(listener, router, None, ServerLimits::default(), stop).await?;
     Ok(())
 }
 

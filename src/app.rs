@@ -16,8 +16,8 @@ use crate::k8s::{ApiContact, KubeMinter, Minter, probe};
 use crate::limits::{LimitSettings, Limits};
 use crate::metrics::Metrics;
 use crate::oidc::{ReplayRecords, Verifier};
-use crate::server::{self, ServerLimits};
 use crate::tls::{ReloadingCert, TlsFiles};
+use serving::ServerLimits;
 
 /// How often an idle service checks that the Kubernetes API still answers.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
@@ -111,7 +111,7 @@ impl Application {
         kube_config: kube::Config,
         options: ServeOptions,
     ) -> anyhow::Result<Self> {
-        crate::crypto::install_providers()?;
+        serving::crypto::install_providers()?;
         config.protect_own_namespace(options.own_namespace.as_deref());
         let tls = options.tls.clone().map(public_tls).transpose()?;
         let metrics = Arc::new(Metrics::new());
@@ -229,14 +229,14 @@ impl Application {
             drain_timeout: self.options.shutdown_grace_period,
             ..ServerLimits::default()
         };
-        let public = server::serve(
+        let public = serving::serve(
             self.public,
             public_router(self.state.clone()),
             acceptor,
             limits,
             wait(stop_rx.clone()),
         );
-        let admin = server::serve(
+        let admin = serving::serve(
             self.admin,
             admin_router(Arc::clone(&self.state.metrics)),
             None,

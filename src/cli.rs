@@ -273,7 +273,7 @@ fn print_rbac(args: &RbacArgs) -> anyhow::Result<()> {
 }
 
 async fn legacy_scan(args: LegacyScanArgs) -> anyhow::Result<()> {
-    crate::crypto::install_providers()?;
+    serving::crypto::install_providers()?;
     let policies = match &args.config {
         Some(path) => Some(Config::load(path)?.policies),
         None => None,

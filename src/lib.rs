@@ -9,7 +9,6 @@ pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod crypto;
 pub mod dev;
 
 pub mod http;
@@ -20,6 +19,5 @@ pub mod offline;
 pub mod oidc;
 pub mod policy;
 pub mod reload;
-pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -193,7 +193,7 @@ fn certified_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::tls::DevCa;
+    use dev_pki::tls::DevCa;
 
     struct Dir(PathBuf);
 

@@ -1,11 +1,8 @@
 //! `tokenvend check`: exit codes and messages, on the examples and on broken files.
 
-#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
-mod support;
-
-use crate::support::TempDir;
 use std::path::PathBuf;
 use std::process::Command;
+use test_support::sandbox::TempDir;
 
 fn check(paths: &[PathBuf]) -> (i32, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tokenvend"));

@@ -1,13 +1,10 @@
 //! The binary as a newcomer runs it: `tokenvend dev`, its banner, and the commands it prints.
 
-#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{ChildGuard, TempDir, private_home, tool};
+use test_support::sandbox::{ChildGuard, TempDir, private_home, tool};
 
 /// Reads the child's stdout until the banner's last command, or gives up after `limit`.
 fn read_banner(stdout: impl std::io::Read + Send + 'static, limit: Duration) -> String {

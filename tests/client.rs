@@ -1,15 +1,6 @@
 //! `tokenvend token`, the binary, against the real service, issuer and API stand-in: every ID
 //! token source, kubectl with the exec plugin, and `--watch`.
 
-#[allow(
-    dead_code,
-    reason = "shared with the api tests; this binary uses part of it"
-)]
-#[path = "api/helpers.rs"]
-mod helpers;
-#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,11 +10,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use base64::Engine as _;
+use kube_standin::Fault;
 use serde_json::{Value, json};
-use tokenvend::dev::apiserver::Fault;
 
-use crate::helpers::{TestApp, spawn_app, webapp_claims};
-use crate::support::{ChildGuard, TempDir, private_home, tool};
+use test_support::app::{TestApp, spawn_app, webapp_claims};
+use test_support::sandbox::{ChildGuard, TempDir, private_home, tool};
 
 const DEPLOYER: &str = "system:serviceaccount:production:deployer";
 const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";

@@ -1,13 +1,6 @@
 //! Logs of a full exchange at TRACE, captured by the process-wide subscriber (its own test
 //! binary, so that no other test's logging interferes), searched for tokens.
 
-#[allow(
-    dead_code,
-    reason = "shared with the api tests; this binary uses part of it"
-)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +9,7 @@ use tokenvend::telemetry::{LogFormat, subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::helpers::{spawn_app, webapp_claims};
+use test_support::app::{spawn_app, webapp_claims};
 
 /// Collects everything written to it.
 #[derive(Clone, Default)]

@@ -2,29 +2,20 @@
 //! the request completes, new connections are refused, and the process exits 0; sent SIGHUP,
 //! it reloads its config file.
 
-#[allow(
-    dead_code,
-    reason = "shared with the api tests; this binary uses part of it"
-)]
-#[path = "api/helpers.rs"]
-mod helpers;
-#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
-mod support;
-
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
+use kube_standin::{ApiServer, Fault};
+use local_issuer::LocalIssuer;
 use serde_json::Value;
 use tokenvend::config::Config;
-use tokenvend::dev::apiserver::{ApiServer, Fault};
-use tokenvend::dev::issuer::LocalIssuer;
 use tokenvend::dev::session::stand_in_options;
 
-use crate::helpers::{CONFIG, webapp_claims};
-use crate::support::{ChildGuard, TempDir};
+use test_support::app::{CONFIG, webapp_claims};
+use test_support::sandbox::{ChildGuard, TempDir};
 
 const SERVICE_TOKEN: &str = "service-token";
 
@@ -69,7 +60,7 @@ async fn exit_status(child: &mut Child, limit: Duration) -> std::process::ExitSt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_request_completes_it_refuses_new_connections_and_exits_zero() {
-    tokenvend::crypto::install_providers().unwrap();
+    serving::crypto::install_providers().unwrap();
     let issuer = LocalIssuer::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -164,7 +155,7 @@ async fn sigterm_mid_request_completes_it_refuses_new_connections_and_exits_zero
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config_file() {
-    tokenvend::crypto::install_providers().unwrap();
+    serving::crypto::install_providers().unwrap();
     // The issuer and the API stand-in listen on ports this test holds: no port is released and
     // handed to the child.
     let issuer = LocalIssuer::start("127.0.0.1:0".parse().unwrap())

@@ -1,13 +1,6 @@
 //! `tokenvend serve` as a process, and the signals it is sent in production: SIGHUP with a
 //! config that does not load, and SIGTERM with a request that outlasts the grace period.
 
-#[allow(
-    dead_code,
-    reason = "shared with the api tests; this binary uses part of it"
-)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -15,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
+use kube_standin::{ApiServer, Fault};
+use local_issuer::LocalIssuer;
 use serde_json::Value;
 use tokenvend::config::Config;
-use tokenvend::dev::apiserver::{ApiServer, Fault};
-use tokenvend::dev::issuer::LocalIssuer;
 use tokenvend::dev::session::stand_in_options;
 
-use crate::helpers::{CONFIG, webapp_claims};
+use test_support::app::{CONFIG, webapp_claims};
 
 const SERVICE_TOKEN: &str = "service-token";
 
@@ -61,7 +54,7 @@ struct Upstreams {
 impl Upstreams {
     /// `request_timeout` replaces the test config's 2 s deadline.
     async fn start(request_timeout: &str) -> Self {
-        tokenvend::crypto::install_providers().unwrap();
+        serving::crypto::install_providers().unwrap();
         let issuer = LocalIssuer::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();

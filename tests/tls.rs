@@ -1,28 +1,21 @@
 //! TLS on the public listener: a generated certificate is served, and after its files are
 //! rotated new connections get the new certificate while an open connection keeps working.
 
-#[allow(
-    dead_code,
-    reason = "shared with the api tests; this binary uses part of it"
-)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use dev_pki::tls::{DevCa, ServerCert};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokenvend::app::ServeOptions;
-use tokenvend::dev::tls::{DevCa, ServerCert};
 use tokenvend::tls::TlsFiles;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::helpers::{CONFIG, spawn_app_serving, webapp_claims};
+use test_support::app::{CONFIG, spawn_app_serving, webapp_claims};
 
 /// Everything this test binary logged at WARN and above (one process-wide subscriber).
 #[derive(Clone, Default)]
@@ -143,7 +136,7 @@ fn temp_dir(name: &str) -> (TempDir, TlsFiles) {
 
 #[tokio::test]
 async fn a_rotated_certificate_is_presented_to_new_connections_without_dropping_open_ones() {
-    tokenvend::crypto::install_providers().unwrap();
+    serving::crypto::install_providers().unwrap();
     let ca = DevCa::generate("tokenvend test CA").unwrap();
     let first = ca.issue_server_cert(&["localhost", "127.0.0.1"]).unwrap();
     let (_dir, files) = temp_dir("tls-rotation");
@@ -198,7 +191,7 @@ async fn a_rotated_certificate_is_presented_to_new_connections_without_dropping_
 
 #[tokio::test]
 async fn a_broken_rotation_keeps_the_previous_certificate() {
-    tokenvend::crypto::install_providers().unwrap();
+    serving::crypto::install_providers().unwrap();
     warnings();
     let ca = DevCa::generate("tokenvend test CA").unwrap();
     let first = ca.issue_server_cert(&["localhost", "127.0.0.1"]).unwrap();

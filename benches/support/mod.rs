@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use dev_pki::keys::{SigningKey, jwk_set};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tokenvend::config::Config;
-use tokenvend::dev::keys::{SigningKey, jwk_set};
 use tokenvend::metrics::Metrics;
 use tokenvend::oidc::{BoxFuture, FetchError, Fetched, KeyFetcher, ReplayRecords, Verifier};
 
@@ -61,7 +61,7 @@ pub struct Keys {
 
 impl Keys {
     pub async fn warm() -> Self {
-        tokenvend::crypto::install_providers().expect("crypto providers");
+        serving::crypto::install_providers().expect("crypto providers");
         let rsa = SigningKey::generate(Algorithm::RS256).expect("RSA key");
         let ec = SigningKey::generate(Algorithm::ES256).expect("EC key");
         let config = Config::parse(CONFIG, Path::new("bench.yaml")).expect("bench config");

@@ -34,7 +34,7 @@ struct Client {
 /// Bad flags, no ID token, a refusal by the service, or a file that cannot be written.
 pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
     args.init_logging()?;
-    crate::crypto::install_providers()?;
+    serving::crypto::install_providers()?;
     let client = Client {
         source: args.source()?,
         service: Service::new(&args.server, args.ca_file.as_deref())?,

@@ -1,10 +1,8 @@
-//! The embedded default: a local OIDC issuer and a Kubernetes API stand-in, for `tokenvend dev`
-//! and the tests. Loopback only; nothing here is used by `serve`.
+//! `tokenvend dev`: the local OIDC issuer (crates/local-issuer), the Kubernetes API stand-in
+//! (crates/kube-standin) and the service, wired together on loopback. The two dev servers live
+//! in their own crates; this module only starts and connects them. Nothing here is used by
+//! `serve`.
 
-pub mod apiserver;
-pub mod issuer;
-pub mod keys;
 pub mod session;
-pub mod tls;
 
 pub use session::{DevArgs, run};

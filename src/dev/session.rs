@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use super::apiserver::{ApiServer, ApiServerOptions, RbacRule, SeedServiceAccount, SeedUser};
-use super::issuer::LocalIssuer;
 use crate::app::{Application, Listen, shutdown_signal};
 use crate::config::Config;
 use crate::policy::ServiceAccountRef;
 use crate::telemetry::{self, LogFormat};
+use kube_standin::{ApiServer, ApiServerOptions, RbacRule, SeedServiceAccount, SeedUser};
+use local_issuer::LocalIssuer;
 
 /// The embedded default config.
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.yaml");
@@ -54,7 +54,7 @@ pub struct DevArgs {
 /// Runs the three parts until Ctrl-C or SIGTERM, then stops all of them.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format)?;
-    crate::crypto::install_providers()?;
+    serving::crypto::install_providers()?;
     for (flag, addr) in [
         ("--listen", args.listen),
         ("--admin-listen", args.admin_listen),

@@ -255,7 +255,7 @@ fn is_fresh(state: &KeyState, max_staleness: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::keys::SigningKey;
+    use dev_pki::keys::SigningKey;
     use jsonwebtoken::Algorithm;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

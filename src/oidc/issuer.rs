@@ -226,8 +226,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::dev::keys::{SigningKey, jwk_set};
     use crate::oidc::{BoxFuture, FetchError, Fetched, KeyFetcher, KeySource, Verifier};
+    use dev_pki::keys::{SigningKey, jwk_set};
 
     const URL: &str = "http://127.0.0.1:9";
 
@@ -262,7 +262,7 @@ mod tests {
     }
 
     async fn verifier(key: &SigningKey) -> Verifier {
-        crate::crypto::install_providers().unwrap();
+        serving::crypto::install_providers().unwrap();
         let body = jwk_set(&[key]).into_bytes();
         let records = crate::oidc::ReplayRecords::default();
         let verifier = Verifier::new(&[settings()], &Arc::new(Metrics::new()), records, |_| {

@@ -174,7 +174,7 @@ fn ec_key(crv: &str, x: &str, y: &str) -> Option<(KeyKind, DecodingKey)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::keys::SigningKey;
+    use dev_pki::keys::SigningKey;
     use serde_json::json;
 
     fn rsa() -> Value {

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use tokenvend::dev::apiserver::Fault;
+use kube_standin::Fault;
 
-use crate::helpers::{assert_error, spawn_app, webapp_claims};
 use crate::metrics::sample;
+use test_support::app::{assert_error, spawn_app, webapp_claims};
 
 /// Well above the 2 s deadline: this checks that the deadline holds, not how fast we are.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(10);

@@ -7,8 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use crate::helpers::{CONFIG, TestApp, assert_error, spawn_app, spawn_app_with, webapp_claims};
-use crate::support::{TempDir, private_home, tool};
+use test_support::app::{CONFIG, TestApp, assert_error, spawn_app, spawn_app_with, webapp_claims};
+use test_support::sandbox::{TempDir, private_home, tool};
 
 const DEPLOYER: &str = "system:serviceaccount:production:deployer";
 

@@ -1,6 +1,6 @@
 use serde_json::Value;
 
-use crate::helpers::{assert_error, spawn_app, webapp_claims};
+use test_support::app::{assert_error, spawn_app, webapp_claims};
 
 #[tokio::test]
 async fn healthz_and_readyz_report_a_ready_service() {

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
+use kube_standin::Fault;
 use serde_json::{Value, json};
 use tokenvend::app::ServeOptions;
-use tokenvend::dev::apiserver::Fault;
 use tokenvend::limits::LimitSettings;
 
-use crate::helpers::{CONFIG, TestApp, assert_error, spawn_app_serving, webapp_claims};
 use crate::metrics::sample;
+use test_support::app::{CONFIG, TestApp, assert_error, spawn_app_serving, webapp_claims};
 
 async fn spawn_with_limits(limits: LimitSettings) -> TestApp {
     let options = ServeOptions {

@@ -4,7 +4,6 @@
 mod faults;
 mod formats;
 mod health;
-mod helpers;
 mod limits;
 mod metrics;
 mod oauth;
@@ -12,8 +11,5 @@ mod policy;
 mod reload;
 mod replay;
 mod slow_clients;
-#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
-#[path = "../support/mod.rs"]
-mod support;
 mod token;
 mod upstream;

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{spawn_app, webapp_claims};
+use test_support::app::{spawn_app, webapp_claims};
 
 /// The value of one sample line, e.g. `tokenvend_requests_total{endpoint="token",outcome="issued"}`.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {

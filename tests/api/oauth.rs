@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use kube_standin::Fault;
 use serde_json::{Value, json};
-use tokenvend::dev::apiserver::Fault;
 
-use crate::helpers::{CONFIG, TestApp, spawn_app, spawn_app_with, webapp_claims};
+use test_support::app::{CONFIG, TestApp, spawn_app, spawn_app_with, webapp_claims};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";

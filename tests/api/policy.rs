@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_error, spawn_app, webapp_claims};
+use test_support::app::{assert_error, spawn_app, webapp_claims};
 
 #[tokio::test]
 async fn a_dry_run_decides_fully_and_mints_nothing() {
@@ -102,7 +102,7 @@ async fn a_template_never_renders_into_the_namespace_tokenvend_runs_in() {
         own_namespace: Some("team-ops".to_owned()),
         ..tokenvend::app::ServeOptions::default()
     };
-    let app = crate::helpers::spawn_app_serving(TEAMS, |_| {}, options).await;
+    let app = test_support::app::spawn_app_serving(TEAMS, |_| {}, options).await;
     let decide = |team: &str| {
         let token = app.id_token(json!({"sub": "ci", "repository": "acme/app", "team": team}));
         let url = format!("{}/v1/token?dryRun=true", app.address);

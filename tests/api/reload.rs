@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{CONFIG, TestApp, assert_error, spawn_app_watching, webapp_claims};
-use crate::support::TempDir;
+use test_support::app::{CONFIG, TestApp, assert_error, spawn_app_watching, webapp_claims};
+use test_support::sandbox::TempDir;
 
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics
@@ -146,7 +146,7 @@ async fn an_invalid_reload_is_refused_and_counted_and_the_old_config_keeps_servi
 async fn policies_and_issuers_a_reload_adds_are_exported_at_zero() {
     let dir = tempdir("reload-series");
     let (app, path) = spawn_app_watching(CONFIG, dir.path()).await;
-    let second = tokenvend::dev::issuer::LocalIssuer::start("127.0.0.1:0".parse().unwrap())
+    let second = local_issuer::LocalIssuer::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let base = CONFIG.replace("{issuer}", app.issuer.url());

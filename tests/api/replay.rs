@@ -4,8 +4,8 @@
 use serde_json::json;
 use tokenvend::app::ServeOptions;
 
-use crate::helpers::{CONFIG, assert_error, spawn_app_serving, webapp_claims};
 use crate::metrics::sample;
+use test_support::app::{CONFIG, assert_error, spawn_app_serving, webapp_claims};
 
 const NIGHTLY: &str = r#"
   - name: nightly

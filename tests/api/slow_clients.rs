@@ -10,7 +10,7 @@ use tokenvend::limits::LimitSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::helpers::{CONFIG, TestApp, spawn_app_serving, webapp_claims};
+use test_support::app::{CONFIG, TestApp, spawn_app_serving, webapp_claims};
 
 /// Stalled connections opened from one address.
 const STALLED: usize = 1_000;

@@ -1,8 +1,8 @@
 use jsonwebtoken::Algorithm;
+use local_issuer::LocalIssuer;
 use serde_json::{Value, json};
-use tokenvend::dev::issuer::LocalIssuer;
 
-use crate::helpers::{assert_error, spawn_app, webapp_claims};
+use test_support::app::{assert_error, spawn_app, webapp_claims};
 
 const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
@@ -113,8 +113,8 @@ async fn the_ttl_is_the_default_the_request_or_the_policy_maximum() {
 async fn the_expiration_reported_is_the_api_servers_when_it_caps_the_ttl() {
     // The policy allows two hours and two hours are asked; the API server caps at one (its
     // lowest cap), so only its answer can say 3600.
-    let config = crate::helpers::CONFIG.replacen("maxTtl: 1h", "maxTtl: 2h", 1);
-    let app = crate::helpers::spawn_app_with(&config, |options| {
+    let config = test_support::app::CONFIG.replacen("maxTtl: 1h", "maxTtl: 2h", 1);
+    let app = test_support::app::spawn_app_with(&config, |options| {
         options.max_token_expiration = Some(3600);
     })
     .await;

@@ -1,9 +1,9 @@
 use std::time::{Duration, Instant};
 
+use kube_standin::Fault;
 use serde_json::json;
-use tokenvend::dev::apiserver::Fault;
 
-use crate::helpers::{assert_error, spawn_app, webapp_claims};
+use test_support::app::{assert_error, spawn_app, webapp_claims};
 
 #[tokio::test]
 async fn a_missing_service_account_is_an_upstream_not_found() {

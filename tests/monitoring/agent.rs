@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use kube_standin::RbacRule;
 use serde_json::{Value, json};
-use tokenvend::dev::apiserver::RbacRule;
 
-use crate::helpers::{CONFIG, TestApp, spawn_app_with};
 use crate::prom::{ChildGuard, Prometheus, ScratchDir};
+use test_support::app::{CONFIG, TestApp, spawn_app_with};
 
 const READER: &str = "system:serviceaccount:monitoring:metrics-reader";
 

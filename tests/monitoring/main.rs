@@ -4,13 +4,6 @@
 //! tokenvend, and a monitoring agent scraping the Kubernetes API stand-in with the token that
 //! `tokenvend token --watch` keeps in a file.
 
-#[allow(
-    dead_code,
-    reason = "shared with the api tests; this binary uses part of it"
-)]
-#[path = "../api/helpers.rs"]
-mod helpers;
-
 mod agent;
 mod dashboard;
 mod prom;

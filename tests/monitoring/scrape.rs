@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, webapp_claims};
 use crate::prom::{Prometheus, assert_success, promtool, text};
+use test_support::app::{spawn_app, webapp_claims};
 
 #[tokio::test]
 async fn live_metrics_after_traffic_pass_promtool_check_metrics() {

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use base64::Engine;
+use dev_pki::keys::SigningKey;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-use tokenvend::dev::keys::SigningKey;
 
 use crate::harness::{
     Expect, Reply, ScriptedIssuer, Service, Why, b64, check, config, forge, header, logged, sample,
@@ -470,7 +470,7 @@ async fn a_private_issuer_over_https_is_trusted_through_its_ca_file() {
         &token,
     )
     .await;
-    let dir = crate::support::TempDir::new("issuer-ca");
+    let dir = test_support::sandbox::TempDir::new("issuer-ca");
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, alpha.ca_pem.as_ref().unwrap()).unwrap();
     let trusted = Service::start_with_config(&config(

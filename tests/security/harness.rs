@@ -12,14 +12,14 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dev_pki::keys::{SigningKey, jwk_set};
+use dev_pki::tls::{DevCa, serve_tls};
 use jsonwebtoken::Algorithm;
+use kube_standin::ApiServer;
 use serde_json::{Value, json};
 use tokenvend::app::{Application, Listen};
 use tokenvend::config::Config;
-use tokenvend::dev::apiserver::ApiServer;
-use tokenvend::dev::keys::{SigningKey, jwk_set};
 use tokenvend::dev::session::{kube_config_for, stand_in_options};
-use tokenvend::dev::tls::{DevCa, serve_tls};
 
 pub const AUDIENCE: &str = "tokenvend";
 
@@ -166,7 +166,7 @@ impl ScriptedIssuer {
     }
 
     async fn start_with(tls: bool) -> Self {
-        tokenvend::crypto::install_providers().unwrap();
+        serving::crypto::install_providers().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let script = Arc::new(Script::default());
@@ -365,7 +365,7 @@ impl Service {
     }
 
     pub async fn start_with_config(text: &str) -> Self {
-        tokenvend::crypto::install_providers().unwrap();
+        serving::crypto::install_providers().unwrap();
         capture_logs();
         let config = Config::parse(text, Path::new("security.yaml")).unwrap();
         let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();

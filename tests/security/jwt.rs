@@ -2,9 +2,9 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dev_pki::keys::SigningKey;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use tokenvend::dev::keys::SigningKey;
 
 use crate::harness::{
     Expect, ScriptedIssuer, Service, Why, b64, check, config, forge, forge_raw, header, now, sample,

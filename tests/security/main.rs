@@ -9,6 +9,3 @@ mod jwt;
 mod policy_claims;
 mod properties;
 mod replay;
-#[allow(dead_code, reason = "shared test support; this binary uses part of it")]
-#[path = "../support/mod.rs"]
-mod support;

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::jiff::Timestamp;
-use serde_json::Value;
-use tokenvend::dev::apiserver::{
+use kube_standin::{
     ApiServer, ApiServerOptions, RbacRule, SeedSecret, SeedServiceAccount, SeedUser,
 };
+use serde_json::Value;
 use tokenvend::dev::session::kube_config_for;
 use tokenvend::k8s::legacy::{self, LegacySecret, Origin};
 
@@ -144,7 +144,7 @@ fn seeded() -> ApiServerOptions {
 }
 
 async fn start() -> ApiServer {
-    tokenvend::crypto::install_providers().unwrap();
+    serving::crypto::install_providers().unwrap();
     ApiServer::start("127.0.0.1:0".parse().unwrap(), seeded())
         .await
         .unwrap()

@@ -2,10 +2,6 @@
 //! `legacy-scan` against the stand-in, openapi.yaml against the router, and deploy/ in step
 //! with config/ and the code.
 
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
-
 mod deploy;
 mod legacy_scan;
 mod openapi;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use tokenvend::http::{OPENAPI_YAML, ROUTES};
 
-use crate::helpers::spawn_app;
+use test_support::app::spawn_app;
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",

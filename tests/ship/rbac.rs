@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
+use kube_standin::{ApiServer, ApiServerOptions, RbacRule, SeedServiceAccount, SeedUser};
 use serde_json::Value;
-use tokenvend::dev::apiserver::{
-    ApiServer, ApiServerOptions, RbacRule, SeedServiceAccount, SeedUser,
-};
 use tokenvend::dev::session::kube_config_for;
 use tokenvend::k8s::{ApiContact, KubeMinter, MintError, MintRequest, Minter};
 use tokenvend::metrics::Metrics;
@@ -70,7 +68,7 @@ async fn an_invalid_service_account_flag_is_refused() {
 
 #[tokio::test]
 async fn the_printed_role_lets_tokenvend_mint_exactly_the_named_service_accounts() {
-    tokenvend::crypto::install_providers().unwrap();
+    serving::crypto::install_providers().unwrap();
     let config = scratch_file("config.yaml", CONFIG);
     let yaml = stdout_of(&tokenvend(&["rbac", "--config", config.to_str().unwrap()], None).await);
     let kinds = kinds(&yaml);
@@ -122,7 +120,7 @@ policies:
 
 #[tokio::test]
 async fn a_templated_namespace_gets_a_named_cluster_rule_and_an_admission_policy() {
-    tokenvend::crypto::install_providers().unwrap();
+    serving::crypto::install_providers().unwrap();
     let config = scratch_file("templated.yaml", TEMPLATED);
     let output = tokenvend(&["rbac", "--config", config.to_str().unwrap()], None).await;
     let yaml = stdout_of(&output);
