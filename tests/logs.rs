@@ -142,7 +142,7 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
     assert_eq!(first["token_id"], issued_json["tokenId"]);
     assert_eq!(
         first["token_sha256"],
-        tokenvend::audit::sha256_hex(issued.as_bytes())
+        tokenvend::exchange::sha256_hex(issued.as_bytes())
     );
     assert_eq!(first["client_ip"], "127.0.0.1");
     let outcomes: Vec<&str> = records

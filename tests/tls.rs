@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokenvend::app::ServeOptions;
 use tokenvend::dev::tls::{DevCa, ServerCert};
-use tokenvend::tls::TlsFiles;
+use tokenvend::service::ServeOptions;
+use tokenvend::service::TlsFiles;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

@@ -10,9 +10,9 @@ use clap::Args;
 
 use super::apiserver::{ApiServer, ApiServerOptions, RbacRule, SeedServiceAccount, SeedUser};
 use super::issuer::LocalIssuer;
-use crate::app::{Application, Listen, shutdown_signal};
 use crate::config::Config;
 use crate::policy::ServiceAccountRef;
+use crate::service::{Application, Listen, shutdown_signal};
 use crate::telemetry::{self, LogFormat};
 
 /// The embedded default config.

@@ -6,11 +6,11 @@ use jsonwebtoken::Algorithm;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use tokenvend::app::{Application, Listen, ServeOptions};
 use tokenvend::config::Config;
 use tokenvend::dev::apiserver::{ApiServer, ApiServerOptions, RbacRule, SeedUser};
 use tokenvend::dev::issuer::LocalIssuer;
 use tokenvend::dev::session::{kube_config_for, stand_in_options};
+use tokenvend::service::{Application, Listen, ServeOptions};
 
 /// The user that reviews tokens on the stand-in (like a cluster admin would).
 const REVIEWER_TOKEN: &str = "reviewer-token";

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokenvend::app::ServeOptions;
 use tokenvend::dev::apiserver::Fault;
-use tokenvend::limits::LimitSettings;
+use tokenvend::service::LimitSettings;
+use tokenvend::service::ServeOptions;
 
 use crate::helpers::{CONFIG, TestApp, assert_error, spawn_app_serving, webapp_claims};
 use crate::metrics::sample;

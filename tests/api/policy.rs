@@ -98,9 +98,9 @@ policies:
 
 #[tokio::test]
 async fn a_template_never_renders_into_the_namespace_tokenvend_runs_in() {
-    let options = tokenvend::app::ServeOptions {
+    let options = tokenvend::service::ServeOptions {
         own_namespace: Some("team-ops".to_owned()),
-        ..tokenvend::app::ServeOptions::default()
+        ..tokenvend::service::ServeOptions::default()
     };
     let app = crate::helpers::spawn_app_serving(TEAMS, |_| {}, options).await;
     let decide = |team: &str| {

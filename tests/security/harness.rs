@@ -14,12 +14,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-use tokenvend::app::{Application, Listen};
 use tokenvend::config::Config;
 use tokenvend::dev::apiserver::ApiServer;
 use tokenvend::dev::keys::{SigningKey, jwk_set};
 use tokenvend::dev::session::{kube_config_for, stand_in_options};
 use tokenvend::dev::tls::{DevCa, serve_tls};
+use tokenvend::service::{Application, Listen};
 
 pub const AUDIENCE: &str = "tokenvend";
 
