@@ -1,4 +1,4 @@
-//! The command line (DESIGN §2): one binary, one subcommand per job.
+//! The command line (README.md, "The two commands"; `tokenvend --help`): one binary, one subcommand per job.
 
 mod offline;
 

@@ -1,4 +1,4 @@
-//! Configuration: the YAML file (DESIGN §4), read strictly and compiled once into validated
+//! Configuration: the YAML file (config/ holds examples), read strictly and compiled once into validated
 //! types. After [`Config::load`] succeeds, an invalid setting cannot be represented.
 
 mod issuer;

@@ -48,7 +48,13 @@ pub enum ApiError {
     /// (502), not answering in time (504) or still busy after the retries the deadline
     /// allowed (503).
     #[error("{}", describe(.0, "in serviceAccount"))]
-    Exchange(#[from] ExchangeError),
+    Exchange(Box<ExchangeError>),
+}
+
+impl From<ExchangeError> for ApiError {
+    fn from(error: ExchangeError) -> Self {
+        Self::Exchange(Box::new(error))
+    }
 }
 
 /// How [`ApiError`] answers: status, `error` code and `Retry-After`.
@@ -178,6 +184,17 @@ pub(super) fn upstream_busy(error: &MintError) -> Option<u64> {
     }
 }
 
+/// A token refused for what it is (not because keys or replay records are unavailable): the
+/// answer carries `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3).
+fn is_refused_token(error: &ExchangeError) -> bool {
+    match error {
+        ExchangeError::Token(error) | ExchangeError::NotReserved { error, .. } => {
+            !error.is_unavailable()
+        }
+        _ => false,
+    }
+}
+
 /// `Retry-After` for a failed exchange, for endpoints with their own error format.
 pub(super) fn retry_after(error: &ExchangeError) -> Option<u64> {
     exchange_class(error).retry_after
@@ -248,9 +265,7 @@ impl IntoResponse for ApiError {
             Self::MissingCredential => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Exchange(
-                ExchangeError::Token(error) | ExchangeError::NotReserved { error, .. },
-            ) if !error.is_unavailable() => {
+            Self::Exchange(error) if is_refused_token(error) => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),

@@ -40,7 +40,13 @@ pub enum OAuthError {
     InvalidScope(String),
     /// The exchange ran and issued nothing.
     #[error("{}", describe(.0, "with scope serviceaccount:NAMESPACE/NAME"))]
-    Exchange(#[from] ExchangeError),
+    Exchange(Box<ExchangeError>),
+}
+
+impl From<ExchangeError> for OAuthError {
+    fn from(error: ExchangeError) -> Self {
+        Self::Exchange(Box::new(error))
+    }
 }
 
 /// The RFC 8693 §2.2.1 success response.
@@ -158,28 +164,26 @@ impl OAuthError {
             Self::InvalidRequest(_) => (bad, "invalid_request"),
             Self::UnsupportedGrantType => (bad, "unsupported_grant_type"),
             Self::InvalidScope(_) => (bad, "invalid_scope"),
-            Self::Exchange(E::Token(error) | E::NotReserved { error, .. })
-                if error.is_unavailable() =>
-            {
-                unavailable
-            }
-            Self::Exchange(E::Token(_) | E::NotReserved { .. }) => (bad, "invalid_grant"),
-            Self::Exchange(E::RateLimited { .. }) => {
-                (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable")
-            }
-            Self::Exchange(E::Denied { denial, .. }) => match denial {
-                Denial::AmbiguousServiceAccount(_) | Denial::ServiceAccountNotGranted(_) => {
-                    (bad, "invalid_scope")
+            Self::Exchange(error) => match &**error {
+                E::Token(error) | E::NotReserved { error, .. } if error.is_unavailable() => {
+                    unavailable
                 }
-                Denial::AudienceNotAllowed(_) => (bad, "invalid_target"),
-                Denial::NoPolicyMatched => (bad, "invalid_grant"),
+                E::Token(_) | E::NotReserved { .. } => (bad, "invalid_grant"),
+                E::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
+                E::Denied { denial, .. } => match denial {
+                    Denial::AmbiguousServiceAccount(_) | Denial::ServiceAccountNotGranted(_) => {
+                        (bad, "invalid_scope")
+                    }
+                    Denial::AudienceNotAllowed(_) => (bad, "invalid_target"),
+                    Denial::NoPolicyMatched => (bad, "invalid_grant"),
+                },
+                E::Mint {
+                    error: MintError::Timeout(_),
+                    ..
+                } => (StatusCode::GATEWAY_TIMEOUT, "temporarily_unavailable"),
+                E::Mint { error, .. } if upstream_busy(error).is_some() => unavailable,
+                E::Mint { .. } => (StatusCode::BAD_GATEWAY, "server_error"),
             },
-            Self::Exchange(E::Mint {
-                error: MintError::Timeout(_),
-                ..
-            }) => (StatusCode::GATEWAY_TIMEOUT, "temporarily_unavailable"),
-            Self::Exchange(E::Mint { error, .. }) if upstream_busy(error).is_some() => unavailable,
-            Self::Exchange(E::Mint { .. }) => (StatusCode::BAD_GATEWAY, "server_error"),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The way off long-lived tokens (`tokenvend legacy-scan`): finds every
-//! `kubernetes.io/service-account-token` Secret (kube-api.md §5), says whether the token
+//! `kubernetes.io/service-account-token` Secret (upstream: `pkg/controller/serviceaccount/tokens_controller.go` and
+//! `legacycleaner.go` in kubernetes/kubernetes), says whether the token
 //! controller generated it or someone created it by hand, when it was last used, whether the
 //! cleaner has marked it invalid, and which tokenvend policy already covers its service account.
 //!
