@@ -14,10 +14,11 @@ use axum::http::{Request, header};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::Algorithm;
 use secrecy::SecretString;
-use tokenvend::http::{AppState, KubeconfigCluster, public_router};
-use tokenvend::k8s::{ApiContact, MintError, MintRequest, MintedToken, Minter};
-use tokenvend::limits::{LimitSettings, Limits};
-use tokenvend::oidc::BoxFuture;
+use tokenvend::exchange::{Exchange, LimitSettings, Limits, Snapshot};
+use tokenvend::http::{AppState, public_router};
+use tokenvend::k8s::{
+    ApiContact, BoxFuture, KubeconfigCluster, MintError, MintRequest, MintedToken, Minter,
+};
 use tokenvend::telemetry::{LogFormat, subscriber};
 use tower::ServiceExt;
 use tracing_subscriber::EnvFilter;
@@ -71,22 +72,18 @@ fn request_path(c: &mut Criterion) {
     let minter: Arc<dyn Minter> = Arc::new(PreparedMinter(prepared_token(&keys)));
     // The config snapshot starts key-refresh tasks: create it inside the runtime.
     let _runtime = runtime.enter();
-    let state = AppState::new(
-        Arc::clone(&keys.verifier),
-        keys.config.policies.clone(),
-        minter,
-        Arc::clone(&keys.metrics),
-        Arc::new(ApiContact::default()),
-        KubeconfigCluster {
-            server: "https://127.0.0.1:6443".into(),
-            ca_pem: None,
-        },
-        // One identity repeats itself here: the per-identity rate limit would measure itself.
-        Limits::new(LimitSettings {
-            per_identity_rate: 0.0,
-            ..LimitSettings::default()
-        }),
-    );
+    let snapshot = Snapshot::new(Arc::clone(&keys.verifier), keys.config.policies.clone());
+    // One identity repeats itself here: the per-identity rate limit would measure itself.
+    let limits = Limits::new(LimitSettings {
+        per_identity_rate: 0.0,
+        ..LimitSettings::default()
+    });
+    let exchange = Exchange::new(snapshot, minter, Arc::clone(&keys.metrics), limits);
+    let cluster = KubeconfigCluster {
+        server: "https://127.0.0.1:6443".into(),
+        ca_pem: None,
+    };
+    let state = AppState::new(exchange, Arc::new(ApiContact::default()), cluster);
     let router = public_router(state);
     let peer: SocketAddr = "127.0.0.1:40000".parse().expect("address");
     let mut group = c.benchmark_group("request_path");

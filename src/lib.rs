@@ -1,23 +1,20 @@
 //! tokenvend: exchange an OIDC ID token for a short-lived Kubernetes service-account token.
 //!
-//! The flow of one request is the module tree: [`http`] (gate, extractors, handlers) →
-//! [`oidc`] (issuer routing, keys, claims) → [`policy`] (match, grant) → [`k8s`] (TokenRequest)
-//! → [`audit`] and [`metrics`].
+//! The flow of one request is the module tree (docs/architecture.md draws it):
+//! [`service`] (listeners, reloads) → [`http`] (extractors, handlers, errors) → [`exchange`]
+//! (verify with [`oidc`], decide with [`policy`], mint with [`k8s`], record with [`metrics`]
+//! and the audit log). [`config`] loads what they run on; [`cli`] and [`client`] are the
+//! command line and the `token` subcommand.
 
-pub mod app;
-pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
-
+pub mod exchange;
 pub mod http;
 pub mod k8s;
-pub mod limits;
 pub mod metrics;
-pub mod offline;
 pub mod oidc;
 pub mod policy;
-pub mod reload;
+pub mod service;
 pub mod telemetry;
-pub mod tls;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN §7), registered once in a registry of our own and served on the
+//! Prometheus metrics (README.md, "What it measures and records"), registered once in a registry of our own and served on the
 //! admin listener. Label values come from config (issuer and policy names) or fixed sets, never
 //! from callers.
 

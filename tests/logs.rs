@@ -112,6 +112,15 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         .unwrap()
         .to_owned();
     assert_ne!(upstream_request_id, "upstream-1");
+    // Listing grants is recorded like an exchange.
+    let listed = app
+        .http
+        .get(format!("{}/v1/grants", app.address))
+        .bearer_auth(&presented)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
     app.stop().await;
 
     let (logs, audit) = (logs.text(), audit.text());
@@ -120,7 +129,7 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         "expected trace-level logs, got {} lines",
         logs.lines().count()
     );
-    assert_eq!(audit.lines().count(), 5, "{audit}");
+    assert_eq!(audit.lines().count(), 6, "{audit}");
     let records: Vec<Value> = audit
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -135,7 +144,7 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
     assert_eq!(first["token_id"], issued_json["tokenId"]);
     assert_eq!(
         first["token_sha256"],
-        tokenvend::audit::sha256_hex(issued.as_bytes())
+        tokenvend::exchange::sha256_hex(issued.as_bytes())
     );
     assert_eq!(first["client_ip"], "127.0.0.1");
     let outcomes: Vec<&str> = records
@@ -144,8 +153,21 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         .collect();
     assert_eq!(
         outcomes,
-        ["issued", "issued", "denied", "invalid_token", "error"]
+        [
+            "issued",
+            "issued",
+            "denied",
+            "invalid_token",
+            "error",
+            "listed"
+        ]
     );
+    assert_eq!(records[5]["issuer"], "local");
+    assert_eq!(
+        records[5]["subject"],
+        "repo:acme/webapp:ref:refs/heads/main"
+    );
+    assert_eq!(records[5]["reason"], "listed");
     for record in &records {
         let mut keys: Vec<&str> = record
             .as_object()

@@ -32,9 +32,7 @@ impl CredentialCache {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
-        let digest = crate::audit::sha256_hex(key.as_bytes());
-        let name = format!("exec-credential-{}.json", &digest[..32]);
-        Some(Self::at(base.join("tokenvend").join(name)))
+        Some(Self::at(base.join("tokenvend").join(file_name(key))))
     }
 
     pub fn path(&self) -> &Path {
@@ -66,6 +64,17 @@ impl CredentialCache {
         let text = serde_json::to_vec(document).expect("documents serialise");
         private_file::replace(&self.path, &text)
     }
+}
+
+/// The cache file for `key`: named by the first 128 bits of its SHA-256, in hex, so that
+/// the name says nothing about the server or the ID token source.
+fn file_name(key: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("exec-credential-{hex}.json")
 }
 
 #[cfg(test)]

@@ -28,11 +28,14 @@ struct Client {
     output: Output,
 }
 
-/// Runs `tokenvend token` to completion.
+/// Runs `tokenvend token` to completion; with `--watch`, until `shutdown` resolves.
 ///
 /// # Errors
 /// Bad flags, no ID token, a refusal by the service, or a file that cannot be written.
-pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
+pub async fn run(
+    args: TokenArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     args.init_logging()?;
     serving::crypto::install_providers()?;
     let client = Client {
@@ -48,7 +51,7 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
             "--watch cannot re-read an ID token from stdin; use a file, env var or GitHub Actions"
         );
         let obtain = || client.fresh();
-        return watch::run(out, args.schedule(), obtain, crate::app::shutdown_signal()).await;
+        return watch::run(out, args.schedule(), obtain, shutdown).await;
     }
     let contents = match args.cache(&client) {
         Some(cache) => client.cached(&cache).await?,

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use super::service::{ClusterData, TokenDocument, check_transport};
-use crate::http::{ExecCredential, KubeconfigCluster, kubeconfig};
+use crate::k8s::{ExecCredential, KubeconfigCluster, kubeconfig};
 use crate::policy::ServiceAccountRef;
 
 /// The rendering of a token.

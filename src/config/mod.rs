@@ -1,7 +1,6 @@
-//! Configuration: the YAML file (DESIGN §4), read strictly and compiled once into validated
+//! Configuration: the YAML file (config/ holds examples), read strictly and compiled once into validated
 //! types. After [`Config::load`] succeeds, an invalid setting cannot be represented.
 
-mod duration;
 mod issuer;
 
 use std::path::{Path, PathBuf};
@@ -9,7 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use duration::ConfigDuration;
+/// Config-file durations; defined beside the policy file format, which uses them too.
+pub use crate::policy::ConfigDuration;
 pub use issuer::RawIssuer;
 
 use crate::oidc::IssuerSettings;

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use crate::app::{Application, Listen, shutdown_signal};
 use crate::config::Config;
 use crate::policy::ServiceAccountRef;
+use crate::service::{Application, Listen, shutdown_signal};
 use crate::telemetry::{self, LogFormat};
 use kube_standin::{ApiServer, ApiServerOptions, RbacRule, SeedServiceAccount, SeedUser};
 use local_issuer::LocalIssuer;

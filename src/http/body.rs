@@ -25,7 +25,7 @@ pub(super) async fn read_within_deadline(
     if body.is_end_stream() {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let deadline = app.limits.request_body_timeout();
+    let deadline = app.exchange.limits().request_body_timeout();
     match tokio::time::timeout(deadline, collect(body)).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))

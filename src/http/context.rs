@@ -3,6 +3,7 @@
 //! `X-Request-Id`, kept beside it when well-formed so that callers can correlate.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::error::{ErrorBody, PendingErrorBody};
+use crate::exchange::Caller;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID_LEN: usize = 64;
@@ -26,6 +28,8 @@ pub struct RequestContext {
     pub client_request_id: Option<String>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// When the handler took the request.
+    pub started: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -100,15 +104,15 @@ fn is_acceptable_request_id(id: &str) -> bool {
 }
 
 impl RequestContext {
-    /// An audit record for this request, to fill in as it is decided.
-    pub fn audit_record(&self) -> crate::audit::AuditRecord {
-        let mut record = crate::audit::AuditRecord::new(
-            &self.request_id,
-            self.client_ip.clone(),
-            self.user_agent.as_deref(),
-        );
-        record.client_request_id.clone_from(&self.client_request_id);
-        record
+    /// The caller, as the recorder writes it into the audit record.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            request_id: self.request_id.clone(),
+            client_request_id: self.client_request_id.clone(),
+            client_ip: self.client_ip.clone(),
+            user_agent: self.user_agent.clone(),
+            started: self.started,
+        }
     }
 }
 
@@ -135,6 +139,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             client_request_id,
             client_ip,
             user_agent,
+            started: Instant::now(),
         })
     }
 }

@@ -1,13 +1,15 @@
-//! The one HTTP error type (DESIGN §5). Every failure becomes
-//! `{"error", "error_description", "request_id"}` with the right status and headers;
-//! the status mapping is the single `match` in [`ApiError::status`].
+//! The one HTTP error type. Every failure becomes `{"error", "error_description",
+//! "request_id"}` (README.md, "Errors"; openapi.yaml `Error`) with the right status and
+//! headers; status, code and `Retry-After` come from the single `match` in `ApiError::class`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::exchange::{Ended, ExchangeError, Outcome, Refusal};
 use crate::k8s::MintError;
-use crate::oidc::VerifyError;
+use crate::oidc::VerifiedToken;
+use crate::policy::{Denial, Request};
 
 /// Seconds a caller should wait before retrying a 503 when nothing better is known.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -25,12 +27,6 @@ pub enum ApiError {
     /// No credential was presented (401, bare `WWW-Authenticate: Bearer`).
     #[error("a bearer token is required")]
     MissingCredential,
-    /// The token was refused (401), or its issuer's keys are unavailable (503).
-    #[error("{}", .0.category())]
-    InvalidToken(VerifyError),
-    /// A valid identity that no policy grants (403). Says who asked for what, never why.
-    #[error("{0}")]
-    AccessDenied(String),
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
     #[error("the request body is too large")]
@@ -43,20 +39,32 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// The Kubernetes API refused or failed (502), did not answer in time (504), or was still
-    /// throttled or unavailable after the retries the deadline allowed (503).
-    #[error("{}", upstream_description(.0))]
-    Upstream(MintError),
-    /// This identity's request budget is spent (429); a request fits again after this many
-    /// seconds.
-    #[error("too many requests for this identity; retry after {0}s")]
-    RateLimited(u64),
     /// Too many requests are in flight; this one was shed unread (503).
     #[error("the service is overloaded; retry shortly")]
     Overloaded,
+    /// The exchange ran and issued nothing: a refused token (401, or 503 when its issuer's
+    /// keys are unavailable), a spent request budget (429), a policy denial (403; 400 when
+    /// the caller must name one of several service accounts), or the Kubernetes API refusing
+    /// (502), not answering in time (504) or still busy after the retries the deadline
+    /// allowed (503).
+    #[error("{}", describe(.0, "in serviceAccount"))]
+    Exchange(Box<ExchangeError>),
 }
 
-/// The JSON error body of DESIGN §5.
+impl From<ExchangeError> for ApiError {
+    fn from(error: ExchangeError) -> Self {
+        Self::Exchange(Box::new(error))
+    }
+}
+
+/// How [`ApiError`] answers: status, `error` code and `Retry-After`.
+struct Class {
+    status: StatusCode,
+    code: &'static str,
+    retry_after: Option<u64>,
+}
+
+/// The JSON error body (openapi.yaml `Error`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorBody {
     pub error: &'static str,
@@ -73,74 +81,164 @@ pub struct PendingErrorBody {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    /// The one classification of every failure: status, code and `Retry-After`.
+    fn class(&self) -> Class {
+        let class = |status, code| Class {
+            status,
+            code,
+            retry_after: None,
+        };
         match self {
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::MissingCredential => StatusCode::UNAUTHORIZED,
-            Self::InvalidToken(error) if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-            Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Self::AccessDenied(_) => StatusCode::FORBIDDEN,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Upstream(MintError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream(error) if is_upstream_busy(error) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidRequest(_) => class(StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::MissingCredential => class(StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::UnsupportedMediaType => {
+                class(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::PayloadTooLarge => class(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::RequestTimeout => class(StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::NotFound => class(StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => class(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Overloaded => Class {
+                retry_after: Some(OVERLOADED_RETRY_AFTER_SECS),
+                ..class(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            },
+            Self::Exchange(error) => exchange_class(error),
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.class().status
     }
 
     /// The `error` code of the body.
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::InvalidRequest(_) => "invalid_request",
-            Self::InvalidToken(error) if error.is_unavailable() => "temporarily_unavailable",
-            Self::MissingCredential | Self::InvalidToken(_) => "invalid_token",
-            Self::AccessDenied(_) => "access_denied",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::RequestTimeout => "request_timeout",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::Upstream(MintError::Timeout(_)) => "upstream_timeout",
-            Self::Upstream(error) if is_upstream_busy(error) => "temporarily_unavailable",
-            Self::Upstream(_) => "upstream_error",
-            Self::RateLimited(_) => "rate_limited",
-            Self::Overloaded => "temporarily_unavailable",
-        }
+        self.class().code
     }
 
-    /// Seconds after which a retry may succeed, for the `Retry-After` header.
-    pub(super) fn retry_after(&self) -> Option<u64> {
+    /// How the request ended, for the recorder.
+    pub(super) fn ended(&self) -> Ended<'_> {
+        let refused = |outcome, reason| {
+            Ended::Refused(Refusal {
+                outcome,
+                reason,
+                detail: self.to_string(),
+            })
+        };
         match self {
-            Self::InvalidToken(error) if error.is_unavailable() => Some(RETRY_AFTER_SECS),
-            Self::Upstream(
-                error @ MintError::Api {
-                    retry_after: upstream,
-                    ..
-                },
-            ) if is_upstream_busy(error) => Some(upstream.map_or(RETRY_AFTER_SECS, |wait| {
-                wait.as_secs().clamp(1, MAX_UPSTREAM_RETRY_AFTER_SECS)
-            })),
-            Self::RateLimited(seconds) => Some(*seconds),
-            Self::Overloaded => Some(OVERLOADED_RETRY_AFTER_SECS),
-            _ => None,
+            Self::Exchange(error) => Ended::Failed(error),
+            Self::MissingCredential => refused(Outcome::InvalidToken, "missing_credential"),
+            _ => refused(Outcome::InvalidRequest, self.code()),
         }
     }
 }
 
+/// The classification of a failed exchange: the `Exchange` arm of `ApiError::class`.
+fn exchange_class(error: &ExchangeError) -> Class {
+    use ExchangeError as E;
+    let class = |status, code| Class {
+        status,
+        code,
+        retry_after: None,
+    };
+    match error {
+        E::Token(error) | E::NotReserved { error, .. } if error.is_unavailable() => Class {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..class(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+        },
+        E::Token(_) | E::NotReserved { .. } => class(StatusCode::UNAUTHORIZED, "invalid_token"),
+        E::RateLimited { retry_after, .. } => Class {
+            retry_after: Some(*retry_after),
+            ..class(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        },
+        E::Denied {
+            denial: Denial::AmbiguousServiceAccount(_),
+            ..
+        } => class(StatusCode::BAD_REQUEST, "invalid_request"),
+        E::Denied { .. } => class(StatusCode::FORBIDDEN, "access_denied"),
+        E::Mint {
+            error: MintError::Timeout(_),
+            ..
+        } => class(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        E::Mint { error, .. } => match upstream_busy(error) {
+            Some(retry_after) => Class {
+                retry_after: Some(retry_after),
+                ..class(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            },
+            None => class(StatusCode::BAD_GATEWAY, "upstream_error"),
+        },
+    }
+}
+
 /// The API server is throttling (429) or unavailable (503): a condition that passes, so the
-/// caller is told to come back rather than that the request failed.
-fn is_upstream_busy(error: &MintError) -> bool {
-    matches!(
-        error,
+/// caller is told to come back (after this many seconds) rather than that the request failed.
+pub(super) fn upstream_busy(error: &MintError) -> Option<u64> {
+    match error {
         MintError::Api {
             code: 429 | 503,
+            retry_after,
             ..
+        } => Some(retry_after.map_or(RETRY_AFTER_SECS, |wait| {
+            wait.as_secs().clamp(1, MAX_UPSTREAM_RETRY_AFTER_SECS)
+        })),
+        _ => None,
+    }
+}
+
+/// A token refused for what it is (not because keys or replay records are unavailable): the
+/// answer carries `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3).
+fn is_refused_token(error: &ExchangeError) -> bool {
+    match error {
+        ExchangeError::Token(error) | ExchangeError::NotReserved { error, .. } => {
+            !error.is_unavailable()
         }
+        _ => false,
+    }
+}
+
+/// `Retry-After` for a failed exchange, for endpoints with their own error format.
+pub(super) fn retry_after(error: &ExchangeError) -> Option<u64> {
+    exchange_class(error).retry_after
+}
+
+/// The caller's view of a failed exchange: who asked for what, never which rule nearly
+/// matched. `naming` says how this endpoint's caller names a service account.
+pub(super) fn describe(error: &ExchangeError, naming: &str) -> String {
+    match error {
+        ExchangeError::Token(error) | ExchangeError::NotReserved { error, .. } => {
+            error.category().to_owned()
+        }
+        ExchangeError::RateLimited { retry_after, .. } => {
+            format!("too many requests for this identity; retry after {retry_after}s")
+        }
+        ExchangeError::Denied {
+            denial: Denial::AmbiguousServiceAccount(choices),
+            ..
+        } => {
+            let list: Vec<String> = choices.iter().map(ToString::to_string).collect();
+            format!(
+                "several service accounts are granted; name one {naming}: {}",
+                list.join(", ")
+            )
+        }
+        ExchangeError::Denied {
+            identity, request, ..
+        } => denied(identity, request),
+        ExchangeError::Mint { error, .. } => upstream_description(error),
+    }
+}
+
+fn denied(identity: &VerifiedToken, request: &Request) -> String {
+    let mut asked = match request.service_account() {
+        Some(sa) => format!("a token for service account {sa}"),
+        None => "a token".to_owned(),
+    };
+    if let Some(audiences) = request.audiences() {
+        asked.push_str(&format!(" with audiences {audiences:?}"));
+    }
+    let subject: String = identity.registered.sub.chars().take(256).collect();
+    format!(
+        "subject {subject:?} of issuer {:?} may not obtain {asked}",
+        identity.issuer
     )
 }
 
@@ -167,7 +265,7 @@ impl IntoResponse for ApiError {
             Self::MissingCredential => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::InvalidToken(error) if !error.is_unavailable() => {
+            Self::Exchange(error) if is_refused_token(error) => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
@@ -178,11 +276,12 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        if let Some(seconds) = self.retry_after() {
+        let class = self.class();
+        if let Some(seconds) = class.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response.extensions_mut().insert(PendingErrorBody {
-            error: self.code(),
+            error: class.code,
             error_description: self.to_string(),
         });
         response

@@ -1,17 +1,17 @@
 //! `GET /v1/grants`: what the authenticated caller may request, and nothing about anyone else.
-
-use std::time::Instant;
+//! Recorded like an exchange (audit record, metrics), with the outcome `listed`.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use super::AppState;
+use super::context::RequestContext;
 use super::error::ApiError;
 use super::extract::BearerToken;
+use super::format::no_store;
+use crate::exchange::{Ended, Endpoint, Listed};
 
 /// One policy that applies to the caller.
 #[derive(Debug, Serialize)]
@@ -36,52 +36,47 @@ struct Grants {
 
 pub async fn list(
     State(app): State<AppState>,
+    context: RequestContext,
     credential: Result<BearerToken, ApiError>,
 ) -> Response {
-    let started = Instant::now();
     let result = async {
         let BearerToken(token) = credential?;
-        let now = u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or_default();
-        // Listing is not an exchange: with replay protection, nothing is reserved.
-        let snapshot = app.snapshot();
-        let verified = snapshot
-            .verifier
-            .verify(token.expose_secret(), now)
-            .await
-            .map_err(ApiError::InvalidToken)?;
-        let grants = snapshot
-            .policies
-            .applicable(&verified.issuer, &verified.claims, &mut None)
-            .into_iter()
-            .map(|applicable| CallerGrant {
-                policy: applicable.policy.name.clone(),
-                service_accounts: applicable
-                    .service_accounts
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                audiences: applicable.policy.grant.audiences.clone(),
-                ttl_seconds: applicable.policy.grant.ttl_secs,
-                max_ttl_seconds: applicable.policy.grant.max_ttl_secs,
-            })
-            .collect();
-        Ok::<_, ApiError>(Grants {
-            issuer: verified.issuer.clone(),
-            subject: verified.registered.sub,
-            grants,
-        })
+        Ok::<_, ApiError>(app.exchange.list(&token).await?)
     }
     .await;
-    let outcome = match &result {
-        Ok(_) => "listed",
-        Err(ApiError::InvalidToken(error)) if error.is_unavailable() => "error",
-        Err(ApiError::InvalidToken(_) | ApiError::MissingCredential) => "invalid_token",
-        Err(_) => "invalid_request",
+    let ended = match &result {
+        Ok(listed) => Ended::Listed(listed),
+        Err(error) => error.ended(),
     };
-    app.metrics
-        .request_finished("grants", outcome, started.elapsed().as_secs_f64());
+    app.exchange
+        .record(&context.caller(), Endpoint::Grants, &ended);
     match result {
-        Ok(grants) => ([(header::CACHE_CONTROL, "no-store")], Json(grants)).into_response(),
+        Ok(listed) => {
+            let mut response = Json(Grants::from(listed)).into_response();
+            no_store(response.headers_mut());
+            response
+        }
         Err(error) => error.into_response(),
+    }
+}
+
+impl From<Listed> for Grants {
+    fn from(listed: Listed) -> Self {
+        let grants = listed
+            .grants
+            .into_iter()
+            .map(|grant| CallerGrant {
+                policy: grant.policy,
+                service_accounts: grant.service_accounts,
+                audiences: grant.audiences,
+                ttl_seconds: grant.ttl_secs,
+                max_ttl_seconds: grant.max_ttl_secs,
+            })
+            .collect();
+        Self {
+            issuer: listed.identity.issuer,
+            subject: listed.identity.registered.sub,
+            grants,
+        }
     }
 }

@@ -36,7 +36,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         ok: true,
         reason: None,
     }];
-    let snapshot = app.snapshot();
+    let snapshot = app.exchange.snapshot();
     let mut issuers: Vec<_> = snapshot.verifier.issuers().collect();
     issuers.sort_by(|a, b| a.settings().name.cmp(&b.settings().name));
     for issuer in issuers {
@@ -87,11 +87,13 @@ mod tests {
     use serde_json::Value;
     use tower::ServiceExt as _;
 
-    use super::super::{AppState, KubeconfigCluster, public_router};
-    use crate::k8s::{ApiContact, MintError, MintRequest, MintedToken, Minter};
-    use crate::limits::Limits;
+    use super::super::{AppState, public_router};
+    use crate::exchange::{Exchange, Limits, Snapshot};
+    use crate::k8s::{
+        ApiContact, BoxFuture, KubeconfigCluster, MintError, MintRequest, MintedToken, Minter,
+    };
     use crate::metrics::Metrics;
-    use crate::oidc::{BoxFuture, Verifier};
+    use crate::oidc::Verifier;
     use crate::policy::PolicySet;
 
     struct Unreachable;
@@ -106,20 +108,15 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let contact = Arc::new(ApiContact::default());
         contact.record(true);
-        AppState::new(
-            Arc::new(
-                Verifier::over_http(&[], &metrics, crate::oidc::ReplayRecords::default()).unwrap(),
-            ),
-            PolicySet::default(),
-            Arc::new(Unreachable),
-            metrics,
-            contact,
-            KubeconfigCluster {
-                server: "https://k8s.example".into(),
-                ca_pem: None,
-            },
-            Limits::default(),
-        )
+        let verifier =
+            Verifier::over_http(&[], &metrics, crate::oidc::ReplayRecords::default()).unwrap();
+        let snapshot = Snapshot::new(Arc::new(verifier), PolicySet::default());
+        let exchange = Exchange::new(snapshot, Arc::new(Unreachable), metrics, Limits::default());
+        let cluster = KubeconfigCluster {
+            server: "https://k8s.example".into(),
+            ca_pem: None,
+        };
+        AppState::new(exchange, contact, cluster)
     }
 
     async fn readyz(state: &AppState) -> (u16, Value) {

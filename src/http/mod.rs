@@ -1,20 +1,20 @@
-//! The HTTP surface: the public router (token exchange, health, the OpenAPI document) and the
-//! admin router (metrics). Handlers are thin: they parse, call the core, and answer.
+//! The HTTP surface: the public router (token exchange, grants, health, the OpenAPI document)
+//! and the admin router (metrics). Handlers are thin: extractors parse, [`crate::exchange`]
+//! decides, the handler answers and hands the typed result to the one recorder.
+//! docs/architecture.md says where to add an endpoint.
 
 mod body;
 mod context;
 mod error;
-mod exchange;
 mod extract;
 mod format;
 mod grants;
 mod health;
 mod oauth;
+mod state;
 mod token;
 
-use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
@@ -24,133 +24,13 @@ use axum::{Router, middleware};
 
 pub use error::{ApiError, ErrorBody};
 pub use extract::{BearerToken, bearer_token};
-pub use format::{EXEC_CREDENTIAL_API_VERSION, ExecCredential, KubeconfigCluster, kubeconfig};
 pub use health::OPENAPI_YAML;
+pub use state::AppState;
 
-use crate::k8s::{ApiContact, Minter};
-use crate::limits::Limits;
 use crate::metrics::{Metrics, RateLimitScope};
-use crate::oidc::Verifier;
-use crate::policy::PolicySet;
 
 /// Largest request body accepted on the public listener.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
-/// What handlers share; cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-/// The parts of the config in force, swapped whole on reload: a request takes one snapshot
-/// and uses its verifier and policies together, so it never mixes two configs.
-pub struct Snapshot {
-    pub verifier: Arc<Verifier>,
-    pub policies: Arc<PolicySet>,
-    /// The issuers' periodic key refreshes; they stop when the snapshot is dropped.
-    _refreshers: KeyRefreshers,
-}
-
-impl Snapshot {
-    /// Wraps a verifier and policies, starting the verifier's periodic key refreshes.
-    pub fn new(verifier: Arc<Verifier>, policies: PolicySet) -> Self {
-        let refreshers = KeyRefreshers(
-            verifier
-                .issuers()
-                .map(|issuer| {
-                    let issuer = Arc::clone(issuer);
-                    tokio::spawn(async move { issuer.keys().refresh_periodically().await })
-                })
-                .collect(),
-        );
-        Self {
-            verifier,
-            policies: Arc::new(policies),
-            _refreshers: refreshers,
-        }
-    }
-}
-
-/// Background tasks aborted on drop.
-struct KeyRefreshers(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for KeyRefreshers {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
-}
-
-/// The parts of [`AppState`].
-pub struct Shared {
-    pub minter: Arc<dyn Minter>,
-    pub metrics: Arc<Metrics>,
-    pub api_contact: Arc<ApiContact>,
-    /// Where kubeconfig outputs point.
-    pub kubeconfig_cluster: KubeconfigCluster,
-    /// The per-identity rate limit and the in-flight cap.
-    pub limits: Limits,
-    current: RwLock<Arc<Snapshot>>,
-    shutting_down: AtomicBool,
-}
-
-impl AppState {
-    pub fn new(
-        verifier: Arc<Verifier>,
-        policies: PolicySet,
-        minter: Arc<dyn Minter>,
-        metrics: Arc<Metrics>,
-        api_contact: Arc<ApiContact>,
-        kubeconfig_cluster: KubeconfigCluster,
-        limits: Limits,
-    ) -> Self {
-        Self(Arc::new(Shared {
-            minter,
-            metrics,
-            api_contact,
-            kubeconfig_cluster,
-            limits,
-            current: RwLock::new(Arc::new(Snapshot::new(verifier, policies))),
-            shutting_down: AtomicBool::new(false),
-        }))
-    }
-}
-
-impl Shared {
-    /// The config in force; a request keeps the snapshot it started with.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::clone(
-            &self
-                .current
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    /// Puts a new config in force for the requests that start from now on.
-    pub fn replace(&self, snapshot: Snapshot) {
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(snapshot);
-    }
-
-    /// Marks the start of shutdown: readiness turns 503.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
-    }
-}
-
-impl Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
 
 /// Every `(method, path)` that [`public_router`] serves; keep it in step with the `.route`
 /// calls. openapi.yaml documents exactly these, which `tests/ship/openapi.rs` checks (and
@@ -221,8 +101,10 @@ async fn shed_load(
     request: Request,
     next: middleware::Next,
 ) -> Response {
-    let Some(_slot) = app.limits.enter() else {
-        app.metrics.rate_limited(RateLimitScope::InFlight);
+    let Some(_slot) = app.exchange.limits().enter() else {
+        app.exchange
+            .metrics()
+            .rate_limited(RateLimitScope::InFlight);
         tracing::debug!("in-flight limit reached; request shed");
         return ApiError::Overloaded.into_response();
     };

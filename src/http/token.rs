@@ -1,22 +1,19 @@
-//! `POST /v1/token`: parse the request, run the exchange (or, with `dryRun=true`, only the
-//! decision), answer in the format asked for (DESIGN §3).
-
-use std::time::Instant;
+//! `POST /v1/token`: run the exchange (or, with `dryRun=true`, only the decision) and answer
+//! in the format asked for (README.md, "API"; openapi.yaml).
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::extract::{FromRequest, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::context::RequestContext;
 use super::error::ApiError;
-use super::exchange::{decide_request, exchange_request, record};
-use super::extract::{bearer_token, has_media_type, is_form};
-use super::format::{Format, Issued, ServiceAccountName, render};
-use crate::audit::Outcome;
+use super::extract::{BearerToken, has_media_type, is_form, reject_credential_parameters};
+use super::format::{Format, ServiceAccountName, no_store, render};
+use crate::exchange::{Decision, Ended, Endpoint, Issued};
 use crate::policy::{Grant, Request, ServiceAccountRef};
 
 /// The optional JSON body.
@@ -57,58 +54,73 @@ struct DryRunResponse<'a> {
 pub async fn issue(
     State(app): State<AppState>,
     context: RequestContext,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    credential: Result<BearerToken, ApiError>,
+    params: Result<TokenParams, ApiError>,
+    request: Result<TokenRequest, ApiError>,
 ) -> Response {
-    let started = Instant::now();
-    let mut audit = context.audit_record();
+    // In this order: a token in the query string is refused before anything else.
     let result = async {
-        // The credential is read first: a token in the query string is refused before anything else.
-        let credential = bearer_token(&headers, uri.query())?;
-        let Query(params) = Query::<TokenParams>::try_from_uri(&uri)
-            .map_err(|_| ApiError::InvalidRequest("unknown or malformed query parameter".into()))?;
-        let body = body.map_err(|rejection| match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-            _ => ApiError::InvalidRequest("the request body could not be read".into()),
-        })?;
-        let request = parse_body(&headers, &body)?;
+        let BearerToken(credential) = credential?;
+        let params = params?;
+        let TokenRequest(request) = request?;
         if params.dry_run {
-            let (_, grant) =
-                decide_request(&app, &credential, &request, &mut audit, "in serviceAccount")
-                    .await?;
-            return Ok(Exchanged::DryRun(grant));
+            let decision = app.exchange.decide(&credential, &request).await?;
+            return Ok(Answer::DryRun(decision));
         }
-        let issued =
-            exchange_request(&app, &credential, &request, &mut audit, "in serviceAccount").await?;
-        Ok(Exchanged::Issued(issued, params.format))
+        let issued = app.exchange.issue(&credential, &request).await?;
+        Ok::<_, ApiError>(Answer::Issued(issued, params.format))
     }
     .await;
+    let ended = match &result {
+        Ok(Answer::Issued(issued, _)) => Ended::Issued(issued),
+        Ok(Answer::DryRun(decision)) => Ended::DryRun(decision),
+        Err(error) => error.ended(),
+    };
+    app.exchange
+        .record(&context.caller(), Endpoint::Token, &ended);
     match result {
-        Ok(Exchanged::Issued(issued, format)) => {
-            record(&app, audit, Ok(&issued), "token", started);
-            render(&issued, format, &app.kubeconfig_cluster)
-        }
-        Ok(Exchanged::DryRun(grant)) => {
-            audit.write(Outcome::DryRun, "dry_run");
-            app.metrics.request_finished(
-                "token",
-                Outcome::DryRun.as_str(),
-                started.elapsed().as_secs_f64(),
-            );
-            dry_run_response(&grant)
-        }
-        Err(error) => {
-            record(&app, audit, Err(&error), "token", started);
-            error.into_response()
-        }
+        Ok(Answer::Issued(issued, format)) => render(&issued, format, &app.kubeconfig_cluster),
+        Ok(Answer::DryRun(decision)) => dry_run_response(&decision.grant),
+        Err(error) => error.into_response(),
     }
 }
 
 /// What one `POST /v1/token` produced.
-enum Exchanged {
+enum Answer {
     Issued(Issued, Format),
-    DryRun(Grant),
+    DryRun(Decision),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Query::<Self>::try_from_uri(&parts.uri)
+            .map(|Query(params)| params)
+            .map_err(|_| ApiError::InvalidRequest("unknown or malformed query parameter".into()))
+    }
+}
+
+/// The parsed request of a `POST /v1/token` body: empty, or JSON.
+pub struct TokenRequest(Request);
+
+impl<S: Send + Sync> FromRequest<S> for TokenRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        let body =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                    _ => ApiError::InvalidRequest("the request body could not be read".into()),
+                })?;
+        parse_body(&headers, &body).map(Self)
+    }
 }
 
 fn dry_run_response(grant: &Grant) -> Response {
@@ -124,7 +136,9 @@ fn dry_run_response(grant: &Grant) -> Response {
         expiration_seconds: grant.expiration_secs,
         requested_expiration_seconds: grant.reduced_from_secs,
     };
-    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+    let mut response = axum::Json(body).into_response();
+    no_store(response.headers_mut());
+    response
 }
 
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Request, ApiError> {
@@ -134,8 +148,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Request, ApiError> {
         if !is_json(headers) {
             // A form body carrying a credential is a second credential (RFC 6750 §2).
             if is_form(headers)
-                && super::extract::reject_credential_parameters(std::str::from_utf8(body).ok())
-                    .is_err()
+                && reject_credential_parameters(std::str::from_utf8(body).ok()).is_err()
             {
                 return Err(ApiError::InvalidRequest(
                     "exactly one credential is allowed".into(),

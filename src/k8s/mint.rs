@@ -14,7 +14,6 @@ use serde::Deserialize;
 
 use super::ApiContact;
 use crate::metrics::Metrics;
-use crate::oidc::BoxFuture;
 use crate::policy::ServiceAccountRef;
 
 /// Attempts per TokenRequest, the first included.
@@ -75,6 +74,9 @@ impl MintError {
         }
     }
 }
+
+/// What [`Minter::mint`] returns: a boxed future, so that the trait is object-safe.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Mints service-account tokens: the I/O seam towards Kubernetes.
 pub trait Minter: Send + Sync {

@@ -1,13 +1,16 @@
 //! Kubernetes: minting service-account tokens through the TokenRequest API, the RBAC that
-//! minting needs, and the scan for the legacy token Secrets it replaces.
+//! minting needs, the scan for the legacy token Secrets it replaces, and the client documents
+//! (kubeconfig, ExecCredential) that carry a minted token to kubectl.
 
 mod contact;
+mod kubeconfig;
 pub mod legacy;
 mod mint;
 pub mod rbac;
 
 pub use contact::{ApiContact, probe};
-pub use mint::{KubeMinter, MintError, MintRequest, MintedToken, Minter};
+pub use kubeconfig::{EXEC_CREDENTIAL_API_VERSION, ExecCredential, KubeconfigCluster, kubeconfig};
+pub use mint::{BoxFuture, KubeMinter, MintError, MintRequest, MintedToken, Minter};
 
 /// Where the kubelet puts the pod's namespace next to its service-account token (the same file
 /// kube reads for its in-cluster default namespace; deploy/base mounts it explicitly).

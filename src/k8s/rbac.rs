@@ -1,7 +1,8 @@
 //! RBAC for minting (`tokenvend rbac`): the least-privilege Role and RoleBinding per target
 //! namespace that let tokenvend's own service account `create` `serviceaccounts/token` for
-//! exactly the service accounts the policies name (kube-api.md §3: `resourceNames` restrict
-//! this subresource, because the name is in the URL).
+//! exactly the service accounts the policies name (`resourceNames` restrict this
+//! subresource because the name is in the URL: see "Referring to resources" in the Kubernetes
+//! RBAC documentation, and `plugin/pkg/auth/authorizer/rbac` in kubernetes/kubernetes).
 //!
 //! Pure: `(namespace, name)` pairs in, Kubernetes objects out. A templated part (`${…}`, which
 //! is resolved per request from the caller's claims) cannot be listed ahead of time, so it

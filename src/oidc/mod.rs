@@ -1,6 +1,6 @@
 //! OIDC verification: from a bearer string to a verified identity, or a reason it is not one.
 //!
-//! Order matters (SECURITY.md §1): shape → unverified header and issuer → exactly one issuer
+//! Order matters (docs/threat-model.md): shape → unverified header and issuer → exactly one issuer
 //! by exact `iss` → that issuer's keys only → signature and standard claims with a `Validation`
 //! built from config → our own claim checks. No axum, no kube here.
 

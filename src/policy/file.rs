@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::ConfigDuration;
+use super::ConfigDuration;
 
 /// One entry of `policies:` as written.
 #[derive(Debug, Clone, Deserialize)]

@@ -3,6 +3,7 @@
 
 mod check;
 mod condition;
+mod duration;
 mod evaluate;
 mod file;
 mod index;
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 
 pub use check::{CheckReport, TestOutcome, run_tests};
 pub use condition::Condition;
+pub use duration::ConfigDuration;
 pub use evaluate::{Denial, Grant, Request, RequestError};
 pub use file::{Expectation, RawGrant, RawPolicy, RawTest, RawTestRequest};
 pub use matcher::{ClaimPath, Matcher};

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use kube_standin::Fault;
 use serde_json::{Value, json};
-use tokenvend::app::ServeOptions;
-use tokenvend::limits::LimitSettings;
+use tokenvend::service::{LimitSettings, ServeOptions};
 
 use crate::metrics::sample;
 use test_support::app::{CONFIG, TestApp, assert_error, spawn_app_serving, webapp_claims};

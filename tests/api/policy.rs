@@ -16,6 +16,9 @@ async fn a_dry_run_decides_fully_and_mints_nothing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // A decision about the caller is no more cacheable than a token (RFC 6749 §5.1).
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["pragma"], "no-cache");
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body,
@@ -53,6 +56,7 @@ async fn grants_list_only_the_callers_own() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["pragma"], "no-cache");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["issuer"], "local");
     assert_eq!(body["subject"], "repo:acme/webapp:ref:refs/heads/main");
@@ -98,9 +102,9 @@ policies:
 
 #[tokio::test]
 async fn a_template_never_renders_into_the_namespace_tokenvend_runs_in() {
-    let options = tokenvend::app::ServeOptions {
+    let options = tokenvend::service::ServeOptions {
         own_namespace: Some("team-ops".to_owned()),
-        ..tokenvend::app::ServeOptions::default()
+        ..tokenvend::service::ServeOptions::default()
     };
     let app = test_support::app::spawn_app_serving(TEAMS, |_| {}, options).await;
     let decide = |team: &str| {

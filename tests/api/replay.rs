@@ -2,7 +2,7 @@
 //! granted pipeline cannot turn its traffic into refusals for other policies.
 
 use serde_json::json;
-use tokenvend::app::ServeOptions;
+use tokenvend::service::ServeOptions;
 
 use crate::metrics::sample;
 use test_support::app::{CONFIG, assert_error, spawn_app_serving, webapp_claims};

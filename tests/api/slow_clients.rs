@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokenvend::app::ServeOptions;
-use tokenvend::limits::LimitSettings;
+use tokenvend::service::LimitSettings;
+use tokenvend::service::ServeOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

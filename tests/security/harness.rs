@@ -17,9 +17,9 @@ use dev_pki::tls::{DevCa, serve_tls};
 use jsonwebtoken::Algorithm;
 use kube_standin::ApiServer;
 use serde_json::{Value, json};
-use tokenvend::app::{Application, Listen};
 use tokenvend::config::Config;
 use tokenvend::dev::session::{kube_config_for, stand_in_options};
+use tokenvend::service::{Application, Listen};
 
 pub const AUDIENCE: &str = "tokenvend";
 

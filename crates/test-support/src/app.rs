@@ -13,9 +13,9 @@ use kube::api::{Api, PostParams};
 use kube_standin::{ApiServer, ApiServerOptions, RbacRule, SeedUser};
 use local_issuer::LocalIssuer;
 use serde_json::{Value, json};
-use tokenvend::app::{Application, Listen, ServeOptions};
 use tokenvend::config::Config;
 use tokenvend::dev::session::{kube_config_for, stand_in_options};
+use tokenvend::service::{Application, Listen, ServeOptions};
 
 /// The user that reviews tokens on the stand-in (like a cluster admin would).
 const REVIEWER_TOKEN: &str = "reviewer-token";

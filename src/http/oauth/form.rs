@@ -13,7 +13,7 @@ const TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 const REPEATABLE: &[&str] = &["audience", "resource"];
 
 /// A parsed exchange request.
-pub(super) struct ExchangeForm {
+pub struct ExchangeForm {
     pub subject_token: SecretString,
     pub request: Request,
     /// Whether the client sent `scope` (the response then states the granted one).

@@ -1,14 +1,12 @@
-//! `POST /oauth2/token`: RFC 8693 token exchange (DESIGN §3) over the same verify → policy →
-//! mint flow as `POST /v1/token`. The subject token is the caller's OIDC ID token; the issued
+//! `POST /oauth2/token`: RFC 8693 token exchange over the same verify → policy → mint flow
+//! as `POST /v1/token`. The subject token is the caller's OIDC ID token; the issued
 //! token is the service-account JWT. Errors use RFC 6749 §5.2 / RFC 8693 §2.2.2 codes.
 
 mod form;
 
-use std::time::Instant;
-
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
@@ -16,11 +14,12 @@ use serde::Serialize;
 
 use super::AppState;
 use super::context::RequestContext;
-use super::error::{ApiError, PendingErrorBody};
-use super::exchange::{exchange_request, record};
+use super::error::{PendingErrorBody, describe, retry_after, upstream_busy};
 use super::extract::is_form;
-use super::format::{Issued, reduction_warning};
+use super::format::{no_store, reduction_warning};
+use crate::exchange::{Ended, Endpoint, ExchangeError, Issued, Outcome, Refusal};
 use crate::k8s::MintError;
+use crate::policy::Denial;
 use form::{ExchangeForm, parse_form};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -30,7 +29,7 @@ const SERVICE_ACCOUNT_SCOPE: &str = "serviceaccount:";
 
 /// A token-endpoint failure, as RFC 6749 §5.2 names it.
 #[derive(Debug, thiserror::Error)]
-enum OAuthError {
+pub enum OAuthError {
     /// Malformed or unsupported parameters (400 `invalid_request`). The text is ours.
     #[error("{0}")]
     InvalidRequest(String),
@@ -39,12 +38,15 @@ enum OAuthError {
     /// A malformed `serviceaccount:` scope (400 `invalid_scope`).
     #[error("{0}")]
     InvalidScope(String),
-    /// The exchange itself failed; `denial` is the policy's reason, if it was a denial.
-    #[error("{error}")]
-    Exchange {
-        error: ApiError,
-        denial: Option<String>,
-    },
+    /// The exchange ran and issued nothing.
+    #[error("{}", describe(.0, "with scope serviceaccount:NAMESPACE/NAME"))]
+    Exchange(Box<ExchangeError>),
+}
+
+impl From<ExchangeError> for OAuthError {
+    fn from(error: ExchangeError) -> Self {
+        Self::Exchange(Box::new(error))
+    }
 }
 
 /// The RFC 8693 §2.2.1 success response.
@@ -61,42 +63,36 @@ struct TokenExchangeResponse<'a> {
 pub async fn exchange(
     State(app): State<AppState>,
     context: RequestContext,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    form: Result<ExchangeForm, OAuthError>,
 ) -> Response {
-    let started = Instant::now();
-    let mut audit = context.audit_record();
     let result = async {
-        let form = read_form(&uri, &headers, body)?;
-        exchange_request(
-            &app,
-            &form.subject_token,
-            &form.request,
-            &mut audit,
-            "with scope serviceaccount:NAMESPACE/NAME",
-        )
-        .await
-        .map(|issued| (issued, form.scoped))
-        .map_err(|error| OAuthError::Exchange {
-            error,
-            denial: audit.reason.clone(),
-        })
+        let form = form?;
+        let issued = app
+            .exchange
+            .issue(&form.subject_token, &form.request)
+            .await?;
+        Ok::<_, OAuthError>((issued, form.scoped))
     }
     .await;
-    match &result {
-        Ok((issued, _)) => record(&app, audit, Ok(issued), "oauth", started),
-        Err(OAuthError::Exchange { error, .. }) => {
-            record(&app, audit, Err(error), "oauth", started)
-        }
-        Err(other) => {
-            let error = ApiError::InvalidRequest(other.to_string());
-            record(&app, audit, Err(&error), "oauth", started);
-        }
-    }
+    let ended = match &result {
+        Ok((issued, _)) => Ended::Issued(issued),
+        Err(error) => error.ended(),
+    };
+    app.exchange
+        .record(&context.caller(), Endpoint::OAuth, &ended);
     match result {
         Ok((issued, scoped)) => success(&issued, scoped),
         Err(error) => error.into_response(),
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for ExchangeForm {
+    type Rejection = OAuthError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await;
+        read_form(&parts.uri, &parts.headers, body)
     }
 }
 
@@ -156,45 +152,58 @@ fn success(issued: &Issued, scoped: bool) -> Response {
     response
 }
 
-fn no_store(headers: &mut HeaderMap) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-}
-
 impl OAuthError {
-    /// The status and RFC 6749 code. An unusable subject token is `invalid_grant` (the
-    /// subject token is the grant, as RFC 6749 §5.2 and common STS practice use it); a policy
-    /// denial says which part of the request it concerns.
+    /// The status and RFC 6749 code: the one mapping for this endpoint. An unusable subject
+    /// token is `invalid_grant` (the subject token is the grant, as RFC 6749 §5.2 and common
+    /// STS practice use it); a policy denial says which part of the request it concerns.
     fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ExchangeError as E;
         let bad = StatusCode::BAD_REQUEST;
+        let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
         match self {
             Self::InvalidRequest(_) => (bad, "invalid_request"),
             Self::UnsupportedGrantType => (bad, "unsupported_grant_type"),
             Self::InvalidScope(_) => (bad, "invalid_scope"),
-            Self::Exchange { error, denial } => match (error, denial.as_deref()) {
-                (ApiError::InvalidToken(e), _) if e.is_unavailable() => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            Self::Exchange(error) => match &**error {
+                E::Token(error) | E::NotReserved { error, .. } if error.is_unavailable() => {
+                    unavailable
                 }
-                (ApiError::InvalidToken(_), _) => (bad, "invalid_grant"),
-                (_, Some("service_account_ambiguous" | "service_account_not_granted")) => {
-                    (bad, "invalid_scope")
-                }
-                (_, Some("audience_not_allowed")) => (bad, "invalid_target"),
-                (ApiError::AccessDenied(_), _) => (bad, "invalid_grant"),
-                (ApiError::Upstream(MintError::Timeout(_)), _) => {
-                    (StatusCode::GATEWAY_TIMEOUT, "temporarily_unavailable")
-                }
-                (ApiError::RateLimited(_), _) => {
-                    (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable")
-                }
-                (error @ ApiError::Upstream(_), _)
-                    if error.status() == StatusCode::SERVICE_UNAVAILABLE =>
-                {
-                    (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
-                }
-                (ApiError::Upstream(_), _) => (StatusCode::BAD_GATEWAY, "server_error"),
-                _ => (bad, "invalid_request"),
+                E::Token(_) | E::NotReserved { .. } => (bad, "invalid_grant"),
+                E::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
+                E::Denied { denial, .. } => match denial {
+                    Denial::AmbiguousServiceAccount(_) | Denial::ServiceAccountNotGranted(_) => {
+                        (bad, "invalid_scope")
+                    }
+                    Denial::AudienceNotAllowed(_) => (bad, "invalid_target"),
+                    Denial::NoPolicyMatched => (bad, "invalid_grant"),
+                },
+                E::Mint {
+                    error: MintError::Timeout(_),
+                    ..
+                } => (StatusCode::GATEWAY_TIMEOUT, "temporarily_unavailable"),
+                E::Mint { error, .. } if upstream_busy(error).is_some() => unavailable,
+                E::Mint { .. } => (StatusCode::BAD_GATEWAY, "server_error"),
             },
+        }
+    }
+
+    /// `Retry-After`, as `POST /v1/token` would send it for the same failure.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Exchange(error) => retry_after(error),
+            _ => None,
+        }
+    }
+
+    /// How the request ended, for the recorder.
+    fn ended(&self) -> Ended<'_> {
+        match self {
+            Self::Exchange(error) => Ended::Failed(error),
+            other => Ended::Refused(Refusal {
+                outcome: Outcome::InvalidRequest,
+                reason: "invalid_request",
+                detail: other.to_string(),
+            }),
         }
     }
 }
@@ -204,11 +213,7 @@ impl IntoResponse for OAuthError {
         let (status, code) = self.status_and_code();
         let mut response = status.into_response();
         no_store(response.headers_mut());
-        let retry_after = match &self {
-            Self::Exchange { error, .. } => error.retry_after(),
-            _ => None,
-        };
-        if let Some(seconds) = retry_after {
+        if let Some(seconds) = self.retry_after() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

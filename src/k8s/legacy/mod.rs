@@ -1,7 +1,9 @@
 //! The way off long-lived tokens (`tokenvend legacy-scan`): finds every
-//! `kubernetes.io/service-account-token` Secret (kube-api.md §5), says whether the token
-//! controller generated it or someone created it by hand, when it was last used, whether the
-//! cleaner has marked it invalid, and which tokenvend policy already covers its service account.
+//! `kubernetes.io/service-account-token` Secret, says whether the token controller generated
+//! it or someone created it by hand, when it was last used, whether the cleaner has marked it
+//! invalid, and which tokenvend policy already covers its service account. Upstream, in
+//! kubernetes/kubernetes: `pkg/controller/serviceaccount/tokens_controller.go` (generation)
+//! and `legacy_serviceaccount_token_cleaner.go` (the last-used and invalid-since labels).
 //!
 //! Token bytes are never kept: each Secret is reduced to its metadata as soon as its page
 //! arrives, so `data` cannot reach a report.

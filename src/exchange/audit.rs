@@ -1,7 +1,10 @@
-//! The audit record (DESIGN §6): one JSON line per decision on the `audit` logger target.
-//! It never holds a token: the issued one appears only as its SHA-256.
+//! The audit record: one JSON line per request to a token endpoint, on the `audit` logger
+//! target (its fields are listed in README.md). Written only by the recorder
+//! (`exchange/record.rs`). It never holds a token: the issued one appears only as its SHA-256.
 
 use serde::Serialize;
+
+use super::Caller;
 
 /// Claim strings copied into the record are cut to this many characters.
 const MAX_FIELD_CHARS: usize = 256;
@@ -17,6 +20,8 @@ pub enum Outcome {
     Error,
     /// `dryRun=true`: the decision was to issue, and nothing was minted.
     DryRun,
+    /// `GET /v1/grants`: the caller's grants were listed.
+    Listed,
 }
 
 impl Outcome {
@@ -28,11 +33,12 @@ impl Outcome {
             Self::InvalidRequest => "invalid_request",
             Self::Error => "error",
             Self::DryRun => "dry_run",
+            Self::Listed => "listed",
         }
     }
 }
 
-/// One decision, filled in as the request progresses and written once at the end.
+/// One decision, filled in from a request's typed result and written once.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditRecord {
     pub time: String,
@@ -57,26 +63,22 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    pub fn new(request_id: &str, client_ip: Option<String>, user_agent: Option<&str>) -> Self {
+    /// A record for a request from `caller`, to fill in from its result.
+    pub(super) fn new(caller: &Caller) -> Self {
         Self {
-            request_id: request_id.to_owned(),
-            client_ip,
-            user_agent: user_agent.map(cap),
+            request_id: caller.request_id.clone(),
+            client_request_id: caller.client_request_id.clone(),
+            client_ip: caller.client_ip.clone(),
+            user_agent: caller.user_agent.as_deref().map(capped),
             ..Self::default()
         }
     }
 
-    /// Records a caller-controlled string (a claim, a header), length-capped.
-    pub fn capped(text: &str) -> String {
-        cap(text)
-    }
-
-    /// Writes the record as one JSON line on the `audit` target. `reason` is used unless a
-    /// more precise one was recorded on the way.
-    pub fn write(mut self, outcome: Outcome, reason: &str) {
+    /// Writes the record as one JSON line on the `audit` target.
+    pub(super) fn write(mut self, outcome: Outcome, reason: &str) {
         self.time = jiff::Timestamp::now().to_string();
         self.outcome = Some(outcome);
-        self.reason.get_or_insert_with(|| reason.to_owned());
+        self.reason = Some(reason.to_owned());
         match serde_json::to_string(&self) {
             Ok(line) => tracing::info!(target: "audit", "{line}"),
             Err(error) => tracing::error!(%error, "audit record could not be serialised"),
@@ -84,7 +86,8 @@ impl AuditRecord {
     }
 }
 
-fn cap(text: &str) -> String {
+/// A caller-controlled string (a claim, a header), length-capped for the record.
+pub(super) fn capped(text: &str) -> String {
     text.chars().take(MAX_FIELD_CHARS).collect()
 }
 
@@ -115,9 +118,6 @@ mod tests {
 
     #[test]
     fn caller_strings_are_capped() {
-        assert_eq!(
-            AuditRecord::capped(&"é".repeat(1000)).chars().count(),
-            MAX_FIELD_CHARS
-        );
+        assert_eq!(capped(&"é".repeat(1000)).chars().count(), MAX_FIELD_CHARS);
     }
 }

@@ -1,4 +1,4 @@
-//! Human-friendly durations in the config file (`30s`, `15m`, `1h30m`).
+//! Human-friendly durations in the config and policy files (`30s`, `15m`, `1h30m`).
 
 use std::fmt;
 use std::time::Duration;

@@ -10,13 +10,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use super::reload;
+use super::tls::{ReloadingCert, TlsFiles};
 use crate::config::{Config, KubernetesSettings};
-use crate::http::{AppState, KubeconfigCluster, admin_router, public_router};
-use crate::k8s::{ApiContact, KubeMinter, Minter, probe};
-use crate::limits::{LimitSettings, Limits};
+use crate::exchange::{Exchange, LimitSettings, Limits, Snapshot};
+use crate::http::{AppState, admin_router, public_router};
+use crate::k8s::{ApiContact, KubeMinter, KubeconfigCluster, Minter, probe};
 use crate::metrics::Metrics;
 use crate::oidc::{ReplayRecords, Verifier};
-use crate::tls::{ReloadingCert, TlsFiles};
 use serving::ServerLimits;
 
 /// How often an idle service checks that the Kubernetes API still answers.
@@ -55,7 +56,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             tls: None,
-            tls_poll_interval: crate::tls::DEFAULT_POLL_INTERVAL,
+            tls_poll_interval: super::tls::DEFAULT_POLL_INTERVAL,
             limits: LimitSettings::default(),
             shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
             replay_share: crate::oidc::DEFAULT_SHARE,
@@ -141,15 +142,9 @@ impl Application {
             config.issuers.iter().map(|issuer| issuer.name.as_str()),
             config.policies.iter().map(|policy| policy.name.as_str()),
         );
-        let state = AppState::new(
-            verifier,
-            config.policies,
-            minter,
-            metrics,
-            contact,
-            kubeconfig_cluster,
-            Limits::new(options.limits),
-        );
+        let snapshot = Snapshot::new(verifier, config.policies);
+        let exchange = Exchange::new(snapshot, minter, metrics, Limits::new(options.limits));
+        let state = AppState::new(exchange, contact, kubeconfig_cluster);
         Ok(Self {
             public,
             admin,
@@ -199,7 +194,7 @@ impl Application {
         let mut background =
             spawn_background(state.clone(), self.client, self.kubernetes.request_timeout);
         if let Some((path, poll_interval, loaded)) = self.watch {
-            let watching = crate::reload::watch(
+            let watching = reload::watch(
                 state.clone(),
                 path,
                 poll_interval,
@@ -238,7 +233,7 @@ impl Application {
         );
         let admin = serving::serve(
             self.admin,
-            admin_router(Arc::clone(&self.state.metrics)),
+            admin_router(Arc::clone(self.state.exchange.metrics())),
             None,
             limits,
             wait(stop_rx),
@@ -315,26 +310,4 @@ fn pem_certificates(certificates: &[Vec<u8>]) -> String {
         pem.push_str("-----END CERTIFICATE-----\n");
     }
     pem
-}
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }

@@ -1,4 +1,6 @@
-//! The command line (DESIGN §2): one binary, one subcommand per job.
+//! The command line (README.md, "The two commands"; `tokenvend --help`): one binary, one subcommand per job.
+
+mod offline;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,13 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::{Application, Listen, ServeOptions, shutdown_signal};
 use crate::config::{Config, ConfigDuration};
 use crate::k8s::{legacy, rbac};
-use crate::limits::LimitSettings;
 use crate::policy::ServiceAccountRef;
+use crate::service::{Application, LimitSettings, Listen, ServeOptions, TlsFiles, shutdown_signal};
 use crate::telemetry::{self, LogFormat};
-use crate::tls::TlsFiles;
 
 /// Deadline for each Kubernetes call of `legacy-scan`.
 const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -40,9 +40,9 @@ enum Command {
     /// act as a kubectl exec plugin.
     Token(crate::client::TokenArgs),
     /// Validate config files exactly as `serve` would (without network) and run their `tests:`.
-    Check(crate::offline::CheckArgs),
+    Check(offline::CheckArgs),
     /// Show which policy grants what to a claims file, or why none does.
-    Explain(crate::offline::ExplainArgs),
+    Explain(offline::ExplainArgs),
 }
 
 /// Flags of `serve`.
@@ -208,9 +208,9 @@ impl Cli {
             Command::Dev(args) => crate::dev::run(args).await,
             Command::Rbac(args) => print_rbac(&args),
             Command::LegacyScan(args) => legacy_scan(args).await,
-            Command::Token(args) => crate::client::run(args).await,
-            Command::Check(args) => return Ok(crate::offline::check(&args)),
-            Command::Explain(args) => return crate::offline::explain(&args),
+            Command::Token(args) => crate::client::run(args, shutdown_signal()).await,
+            Command::Check(args) => return Ok(offline::check(&args)),
+            Command::Explain(args) => return offline::explain(&args),
         };
         done.map(|()| ExitCode::SUCCESS)
     }

@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, KubernetesSettings};
-use crate::http::{AppState, Snapshot};
+use crate::exchange::Snapshot;
+use crate::http::AppState;
 use crate::oidc::{IssuerSettings, Verifier};
-
-/// How often the file is checked for changes when nothing else says.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Watches `path` and reloads it into `state` until the task is aborted. `loaded` is the file
 /// as it was when the config in force was read; `kubernetes` is the block the service was
@@ -57,18 +55,18 @@ pub async fn reload(
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%cause, %error, "config reload refused; the config in force stays");
-            state.metrics.config_reload(false);
+            state.exchange.metrics().config_reload(false);
             return Err(error.into());
         }
     };
     config.protect_own_namespace(own_namespace);
-    let current = state.snapshot();
+    let current = state.exchange.snapshot();
     let verifier = if same_issuers(&current.verifier, &config.issuers) {
         Arc::clone(&current.verifier)
     } else {
         // Replay records are kept by issuer URL: a new config forgets no exchanged token.
         let records = current.verifier.replay_records(unix_now());
-        match Verifier::over_http(&config.issuers, &state.metrics, records) {
+        match Verifier::over_http(&config.issuers, state.exchange.metrics(), records) {
             Ok(verifier) => {
                 let failed = verifier.warm_up().await;
                 if !failed.is_empty() {
@@ -78,7 +76,7 @@ pub async fn reload(
             }
             Err(error) => {
                 tracing::error!(%cause, %error, "config reload refused; the config in force stays");
-                state.metrics.config_reload(false);
+                state.exchange.metrics().config_reload(false);
                 return Err(error);
             }
         }
@@ -86,12 +84,14 @@ pub async fn reload(
     if config.kubernetes != *kubernetes {
         tracing::warn!("the kubernetes: settings changed; they take effect at the next restart");
     }
-    state.metrics.export_config_series(
+    state.exchange.metrics().export_config_series(
         config.issuers.iter().map(|issuer| issuer.name.as_str()),
         config.policies.iter().map(|policy| policy.name.as_str()),
     );
-    state.replace(Snapshot::new(verifier, config.policies));
-    state.metrics.config_reload(true);
+    state
+        .exchange
+        .replace(Snapshot::new(verifier, config.policies));
+    state.exchange.metrics().config_reload(true);
     tracing::info!(%cause, path = %path.display(), "config reloaded");
     Ok(())
 }
