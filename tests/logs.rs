@@ -215,7 +215,8 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
     }
 }
 
-/// Every field of DESIGN §6, present in every record (null when it does not apply).
+/// Every field of the audit record (README, "What it measures and records"), present in every
+/// record (null when it does not apply).
 const AUDIT_FIELDS: [&str; 17] = [
     "time",
     "request_id",

@@ -1,4 +1,4 @@
-//! SECURITY.md §2.6 (K1–K10) and §4 (D1–D11): keys and where they come from.
+//! Catalogue rows K1–K10 and D1–D11 (docs/threat-model.md): keys and where they come from.
 
 use std::time::Duration;
 

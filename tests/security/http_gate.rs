@@ -1,4 +1,4 @@
-//! SECURITY.md §5: HTTP-level bad inputs (N1–N17), over real connections.
+//! Catalogue rows N1–N17 (docs/threat-model.md): HTTP-level bad inputs, over real connections.
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
-//! SECURITY.md §2: the JWT attack catalogue (A1–P7), one row each.
+//! The JWT rows of the attack catalogue (A, H, S, T, C, P, M in docs/threat-model.md), one
+//! case each.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

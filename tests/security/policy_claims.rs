@@ -1,4 +1,4 @@
-//! SECURITY.md §3 where it concerns verification and matching: claims are compared byte for
+//! Claim contents where they meet matching (docs/threat-model.md): claims are compared byte for
 //! byte, never as patterns, never normalised.
 
 use serde_json::json;

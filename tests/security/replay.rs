@@ -1,4 +1,4 @@
-//! SECURITY.md §2.8: replay (R1, R2) with `replayProtection: true`.
+//! Catalogue rows R1 and R2 (docs/threat-model.md): replay with `replayProtection: true`.
 
 use jsonwebtoken::Algorithm;
 use serde_json::json;
