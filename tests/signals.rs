@@ -97,10 +97,31 @@ struct Serve {
 impl Serve {
     /// Starts `serve` on the scratch directory's config.yaml, with HOME in the scratch directory.
     fn start(scratch: &Scratch, upstreams: &Upstreams, flags: &[&str]) -> Self {
+        Self::start_with_fd_limit(scratch, upstreams, flags, None)
+    }
+
+    /// As [`Serve::start`], under `prlimit --nofile=N` when a limit is given.
+    fn start_with_fd_limit(
+        scratch: &Scratch,
+        upstreams: &Upstreams,
+        flags: &[&str],
+        fd_limit: Option<u32>,
+    ) -> Self {
         let config = scratch.write("config.yaml", &upstreams.config_text);
         let kubeconfig =
             scratch.write("kubeconfig", &upstreams.apiserver.kubeconfig(SERVICE_TOKEN));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenvend"))
+        let mut command = match fd_limit {
+            None => Command::new(env!("CARGO_BIN_EXE_tokenvend")),
+            Some(limit) => {
+                let mut prlimit = test_support::sandbox::tool("prlimit");
+                prlimit
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_tokenvend"));
+                prlimit
+            }
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&config)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
@@ -336,4 +357,45 @@ async fn sigterm_cuts_a_request_that_outlasts_the_grace_period_and_exits_zero() 
         "WARN",
         "drain timeout: closing connections with requests still in flight"
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_pauses_accepting_instead_of_ending_the_service() {
+    let upstreams = Upstreams::start("2s").await;
+    let scratch = Scratch::new("fd-limit");
+    let serve = Serve::start_with_fd_limit(&scratch, &upstreams, &[], Some(96));
+    let public: std::net::SocketAddr = serve.public.parse().unwrap();
+    // More connections than the process has descriptors for, from five addresses so that the
+    // per-peer cap (64) is not what refuses them; held open until accepting has failed.
+    let mut held = Vec::new();
+    for i in 0..200u8 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 20 + i % 5], 0)))
+            .unwrap();
+        if let Ok(stream) = socket.connect(public).await {
+            held.push(stream);
+        }
+    }
+    serve
+        .await_log(
+            "WARN",
+            "out of file descriptors or memory; accepting again shortly",
+        )
+        .await;
+    drop(held);
+    // The service goes on: once the held connections are gone it answers again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let exchanged = serve.exchange(&upstreams.id_token()).await;
+        if matches!(&exchanged, Ok(response) if response.status() == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 200 after the descriptors were freed: {exchanged:?}; log: {:?}",
+            serve.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -74,6 +74,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
+    let mut exhausted = ExhaustionWarning::default();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -85,6 +86,15 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) if is_per_connection(&error) => continue,
+                Err(error) if is_resource_exhaustion(&error) => {
+                    // The listener is fine; this process is full. Waiting lets connections
+                    // end (their deadlines close idle ones) instead of ending the service.
+                    exhausted.warn(&error);
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(ACCEPT_PAUSE) => continue,
+                    }
+                }
                 Err(error) => return Err(error),
             },
         };
@@ -212,6 +222,43 @@ impl Drop for PeerSlot {
         if let Some((peers, peer)) = &self.counted {
             peers.leave(*peer);
         }
+    }
+}
+
+/// How long accepting pauses when the process is out of file descriptors or memory.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Out of file descriptors (per process or system-wide), buffer space or memory: accepting
+/// can succeed again once connections close. The codes are Linux's (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM); std names only the last as an `ErrorKind`.
+fn is_resource_exhaustion(error: &std::io::Error) -> bool {
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    const ENOBUFS: i32 = 105;
+    error.kind() == std::io::ErrorKind::OutOfMemory
+        || matches!(
+            error.raw_os_error(),
+            Some(EMFILE | ENFILE | ENOBUFS | ENOMEM)
+        )
+}
+
+/// Warns about resource exhaustion at most once a minute: while it lasts, every accept fails.
+#[derive(Default)]
+struct ExhaustionWarning {
+    last: Option<Instant>,
+}
+
+impl ExhaustionWarning {
+    fn warn(&mut self, error: &std::io::Error) {
+        if self
+            .last
+            .is_some_and(|last| last.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        tracing::warn!(%error, "out of file descriptors or memory; accepting again shortly");
     }
 }
 
