@@ -228,3 +228,32 @@ fn check_warns_about_unpinned_template_claims_and_literal_grants_in_protected_na
     assert_eq!(stdout.matches("warning:").count(), 2, "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_test_failing_on_a_single_star_that_met_a_separator_points_at_double_star() {
+    let dir = TempDir::new("check-glob");
+    let path = dir.join("glob.yaml");
+    std::fs::write(
+        &path,
+        VALID
+            .replace(
+                "      ref: refs/heads/main\n",
+                "      sub: {glob: \"repo:acme/webapp:*\"}\n",
+            )
+            .replace(
+                "ref: refs/heads/main}",
+                "sub: \"repo:acme/webapp:ref:refs/heads/main\"}",
+            ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = check(std::slice::from_ref(&path));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("FAIL  main deploys"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "claim sub does not match (glob \"repo:acme/webapp:*\": `*` stops at `/` and `:`; \
+             `**` crosses them: {glob: \"repo:acme/webapp:**\"} would match)"
+        ),
+        "{stdout}"
+    );
+}
