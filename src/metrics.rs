@@ -64,6 +64,7 @@ pub struct Metrics {
     jwks_keys: IntGaugeVec,
     replays: IntCounterVec,
     config_reloads: IntCounterVec,
+    team_files_refused: IntCounterVec,
     config_last_reload: prometheus::IntGauge,
     rate_limited: IntCounterVec,
 }
@@ -157,6 +158,11 @@ impl Metrics {
                 "Tokens refused because their (iss, jti) was already exchanged.",
                 &["issuer"],
             ),
+            team_files_refused: counter(
+                "team_files_refused_total",
+                "Team policy files refused (did not load, or reached beyond the team's ceiling), by team.",
+                &["team"],
+            ),
             config_reloads: counter(
                 "config_reloads_total",
                 "Config reloads by result (success, error).",
@@ -234,6 +240,7 @@ impl Metrics {
             Box::new(self.jwks_keys.clone()),
             Box::new(self.replays.clone()),
             Box::new(self.config_reloads.clone()),
+            Box::new(self.team_files_refused.clone()),
             Box::new(self.config_last_reload.clone()),
             Box::new(self.rate_limited.clone()),
             Box::new(build_info),
@@ -298,6 +305,18 @@ impl Metrics {
     }
 
     /// A config reload; the initial load counts as a success of its own (timestamp only).
+    /// Creates (at 0) the series of each team of a config about to be put in force.
+    pub fn export_team_series<'t>(&self, teams: impl IntoIterator<Item = &'t str>) {
+        for team in teams {
+            self.team_files_refused.with_label_values(&[team]);
+        }
+    }
+
+    /// A team file was refused at a load.
+    pub fn team_file_refused(&self, team: &str) {
+        self.team_files_refused.with_label_values(&[team]).inc();
+    }
+
     pub fn config_reload(&self, success: bool) {
         let result = if success { "success" } else { "error" };
         self.config_reloads.with_label_values(&[result]).inc();

@@ -250,8 +250,24 @@ fn print_rbac(args: &RbacArgs) -> anyhow::Result<()> {
         .chain([args.service_account.namespace()])
         .map(str::to_owned)
         .collect();
-    let plan = rbac::plan(
-        &rbac::granted_targets(&config.policies),
+    // Team files change without the main file: their grants are bound by their ceilings.
+    // Team policies follow the main file's in the set.
+    let team_policies: usize = config.team_files.iter().map(|f| f.raw.policies.len()).sum();
+    let targets: Vec<(String, String)> = config
+        .policies
+        .iter()
+        .take(config.policies.len() - team_policies)
+        .flat_map(|policy| &policy.grant.service_accounts)
+        .map(crate::policy::GrantedAccount::written_parts)
+        .collect();
+    let team_namespaces: Vec<String> = config
+        .teams
+        .iter()
+        .flat_map(|team| team.ceiling.namespaces.iter().cloned())
+        .collect();
+    let plan = rbac::plan_with_teams(
+        &targets,
+        &team_namespaces,
         &args.service_account,
         &protected,
     );

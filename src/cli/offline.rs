@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{Map, Value};
 
-use crate::config::{Config, ConfigDuration};
+use crate::config::{Config, ConfigDuration, TeamSources};
 use crate::policy::{Request, ServiceAccountRef};
 
 /// Flags of `check`.
@@ -17,6 +17,13 @@ pub struct CheckArgs {
     /// The config files to check (each loaded and tested on its own).
     #[arg(long = "config", required = true)]
     configs: Vec<PathBuf>,
+    /// Check these files as the team's (instead of its `files` pattern), against the ceiling
+    /// the main file (a single `--config`) sets: for CI in the team's own repository.
+    #[arg(long, requires = "files")]
+    team: Option<String>,
+    /// The team's files (with `--team`).
+    #[arg(requires = "team")]
+    files: Vec<PathBuf>,
 }
 
 /// Flags of `explain`.
@@ -42,8 +49,19 @@ pub struct ExplainArgs {
 /// file loads and every test passes.
 pub fn check(args: &CheckArgs) -> ExitCode {
     let mut ok = true;
+    if args.team.is_some() && args.configs.len() != 1 {
+        eprintln!("--team checks a team's files against one main file: give one --config");
+        return ExitCode::FAILURE;
+    }
+    let sources = TeamSources {
+        last_good: &[],
+        only: args
+            .team
+            .as_deref()
+            .map(|team| (team, args.files.as_slice())),
+    };
     for path in &args.configs {
-        let config = match Config::load(path) {
+        let config = match Config::load_with(path, sources) {
             Ok(config) => config,
             Err(error) => {
                 eprintln!("{error}");
@@ -53,12 +71,17 @@ pub fn check(args: &CheckArgs) -> ExitCode {
         };
         let report = config.check();
         println!(
-            "{}: loaded ({} issuers, {} policies, {} tests)",
+            "{}: loaded ({} issuers, {} policies, {} tests, {} team files)",
             path.display(),
             config.issuers.len(),
             config.policies.len(),
-            report.outcomes.len()
+            report.outcomes.len(),
+            config.team_files.len(),
         );
+        for refusal in &config.team_refusals {
+            eprintln!("{}", refusal.message);
+            ok = false;
+        }
         for outcome in &report.outcomes {
             if outcome.passed {
                 println!("  ok    {}", outcome.name);
@@ -92,6 +115,9 @@ pub fn check(args: &CheckArgs) -> ExitCode {
 /// Prints the decision trace for a claims file. Exit 0 when the decision is allow.
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    for refusal in &config.team_refusals {
+        eprintln!("warning: {}", refusal.message);
+    }
     let text = std::fs::read_to_string(&args.claims)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.claims.display()))?;
     let claims: Map<String, Value> = serde_json::from_str(&text).map_err(|e| {

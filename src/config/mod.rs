@@ -2,6 +2,7 @@
 //! types. After [`Config::load`] succeeds, an invalid setting cannot be represented.
 
 mod issuer;
+mod teams;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,11 +12,12 @@ use serde::Deserialize;
 /// Config-file durations; defined beside the policy file format, which uses them too.
 pub use crate::policy::ConfigDuration;
 pub use issuer::RawIssuer;
+pub use teams::{Team, TeamFile, TeamRefusal, TeamSources, fingerprint, list_files};
 
 use crate::oidc::IssuerSettings;
 use crate::policy::{
-    CheckReport, DEFAULT_PROTECTED_NAMESPACES, IssuerRules, PolicySet, RawPolicy, RawTest,
-    is_dns1123_label, run_tests,
+    Ceiling, CheckReport, DEFAULT_PROTECTED_NAMESPACES, IssuerRules, PolicySet, RawPolicy, RawTest,
+    is_dns1123_label, is_team_name, run_tests,
 };
 
 /// The deadline for one TokenRequest when the file sets none.
@@ -32,6 +34,9 @@ struct RawConfig {
     /// Policy test cases, run by `tokenvend check` (ignored by `serve`).
     #[serde(default)]
     tests: Vec<RawTest>,
+    /// Policy files owned by teams, by team name.
+    #[serde(default)]
+    teams: std::collections::BTreeMap<String, teams::RawTeam>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -63,8 +68,15 @@ pub struct Config {
     pub source: PathBuf,
     pub kubernetes: KubernetesSettings,
     pub issuers: Vec<IssuerSettings>,
+    /// The main file's policies, then those of every team file in force (team by team, file
+    /// by file), under one claim index.
     pub policies: PolicySet,
     pub tests: Vec<RawTest>,
+    pub teams: Vec<Team>,
+    /// The team files in force (for `check`'s tests and the next reload's last good versions).
+    pub team_files: Vec<TeamFile>,
+    /// The team files refused at this load; the rest of the config is in force without them.
+    pub team_refusals: Vec<TeamRefusal>,
 }
 
 /// Why a config file was refused. The message names the file and, where it can, the line,
@@ -82,16 +94,32 @@ pub enum ConfigError {
 
 impl Config {
     /// Reads and validates a config file, without touching the network.
+    /// A team file that is refused does not refuse the config: see [`Config::team_refusals`].
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, TeamSources::default())
+    }
+
+    /// [`Config::load`], with the team files in force so far (on reload) or a team's files
+    /// named on the command line (`check --team`).
+    pub fn load_with(path: &Path, sources: TeamSources<'_>) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path)
+        Self::parse_with(&text, path, sources)
     }
 
-    /// Validates config text; `source` is only used in messages.
+    /// Validates config text; `source` is used in messages, and team file patterns are
+    /// relative to its directory.
     pub fn parse(text: &str, source: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with(text, source, TeamSources::default())
+    }
+
+    fn parse_with(
+        text: &str,
+        source: &Path,
+        sources: TeamSources<'_>,
+    ) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             file: source.to_owned(),
             message,
@@ -136,6 +164,34 @@ impl Config {
                 invalid(format!("kubernetes: protectedNamespaces: {message}"))
             })?,
         );
+        let mut teams = Vec::with_capacity(raw.teams.len());
+        for (name, team) in &raw.teams {
+            if !is_team_name(name) {
+                return Err(invalid(format!(
+                    "teams: {name:?}: a team name is a DNS-1123 label (lowercase letters, \
+                     digits and `-`)"
+                )));
+            }
+            let ceiling = Ceiling::compile(&team.ceiling, &rules).map_err(|(key, message)| {
+                invalid(format!("teams.{name}.ceiling.{key}: {message}"))
+            })?;
+            let files = teams::resolve_pattern(source, &team.files)
+                .map_err(|message| invalid(format!("teams.{name}.files: {message}")))?;
+            teams.push(Team {
+                name: name.clone(),
+                files,
+                ceiling,
+            });
+        }
+        if let Some((only, _)) = sources.only
+            && !teams.iter().any(|t| t.name == only)
+        {
+            return Err(invalid(format!("teams: no team {only:?}")));
+        }
+        let protected = policies.protected_namespaces().map(str::to_owned).collect();
+        let taken = policies.iter().map(|p| p.name.clone()).collect();
+        let load = teams::load(&teams, &rules, &protected, taken, sources);
+        policies.extend(load.policies);
         let kubernetes = raw.kubernetes.compile().map_err(invalid)?;
         Ok(Self {
             source: source.to_owned(),
@@ -143,6 +199,9 @@ impl Config {
             issuers,
             policies,
             tests: raw.tests,
+            teams,
+            team_files: load.files,
+            team_refusals: load.refusals,
         })
     }
 
@@ -156,8 +215,24 @@ impl Config {
 
     /// Runs the config's `tests:` cases and reports overlaps (what `tokenvend check` adds to
     /// loading). A test's `iss` claim picks the issuer; without one, the only issuer.
+    /// A team file's tests run against every policy in force (as the service decides); a
+    /// test's `policy:` without a `/` names a policy of its own team.
     pub fn check(&self) -> CheckReport {
-        run_tests(&self.policies, &self.tests, |claimed| match claimed {
+        let mut tests = self.tests.clone();
+        for file in &self.team_files {
+            tests.extend(file.raw.tests.iter().map(|test| RawTest {
+                name: format!("{} ({}): {}", file.team, file.path.display(), test.name),
+                policy: test.policy.as_ref().map(|policy| {
+                    if policy.contains('/') {
+                        policy.clone()
+                    } else {
+                        format!("{}/{policy}", file.team)
+                    }
+                }),
+                ..test.clone()
+            }));
+        }
+        run_tests(&self.policies, &tests, |claimed| match claimed {
             Some(url) => self
                 .issuers
                 .iter()

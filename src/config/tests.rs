@@ -253,3 +253,85 @@ fn protected_namespaces_default_to_the_clusters_own_and_can_be_set() {
         error_of(&text)
     );
 }
+
+/// A team file's last good version is re-checked against the ceiling in force: when the main
+/// file tightens the ceiling, a last good version that no longer fits is dropped.
+#[test]
+fn a_last_good_team_file_that_no_longer_fits_a_tightened_ceiling_is_dropped() {
+    let dir = std::env::temp_dir().join(format!("tokenvend-config-teams-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("payments")).unwrap();
+    let main = |max_ttl: &str| {
+        format!(
+            "issuers:\n  - name: ci\n    url: https://ci.example.com\n    audiences: [tv]\n\
+             policies: []\nteams:\n  payments:\n    files: payments/*.yaml\n    ceiling:\n      \
+             issuers: [ci]\n      namespaces: [\"payments-*\"]\n      maxTtl: {max_ttl}\n"
+        )
+    };
+    let team = "policies:\n  - name: deploy\n    issuer: ci\n    match: {repo: acme/pay}\n    \
+                grant: {serviceAccounts: [\"payments-${claims.env}/deployer\"], maxTtl: 1h}\n";
+    let main_path = dir.join("main.yaml");
+    let team_path = dir.join("payments/deploy.yaml");
+    std::fs::write(&main_path, main("1h")).unwrap();
+    std::fs::write(&team_path, team).unwrap();
+    let first = Config::load(&main_path).unwrap();
+    assert!(first.team_refusals.is_empty(), "{:?}", first.team_refusals);
+    assert!(first.policies.contains("payments/deploy"));
+
+    // Broken while the ceiling is unchanged: the last good version stays.
+    std::fs::write(&team_path, "policies: [\n").unwrap();
+    let sources = TeamSources {
+        last_good: &first.team_files,
+        only: None,
+    };
+    let kept = Config::load_with(&main_path, sources).unwrap();
+    assert!(kept.policies.contains("payments/deploy"));
+    assert!(
+        kept.team_refusals[0]
+            .message
+            .contains("its last good version stays in force")
+    );
+    // Still broken, and the ceiling tightened below the last good version: dropped.
+    std::fs::write(&main_path, main("30m")).unwrap();
+    let sources = TeamSources {
+        last_good: &kept.team_files,
+        only: None,
+    };
+    let dropped = Config::load_with(&main_path, sources).unwrap();
+    assert!(!dropped.policies.contains("payments/deploy"));
+    let message = &dropped.team_refusals[0].message;
+    assert!(
+        message.contains("no longer fits and is dropped"),
+        "{message}"
+    );
+    assert!(
+        message.contains("grant.maxTtl: 3600s is above team payments's ceiling of 1800s"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn templated_namespaces_are_inside_a_ceiling_glob_only_when_provably_so() {
+    use crate::policy::{GrantedAccount, template_inside};
+    let rows = [
+        ("payments-${claims.x}/d", "payments-*", true),
+        ("payments-${claims.x}-ci/d", "payments-*", true),
+        ("payments-${claims.x}-ci/d", "payments-*-ci", true),
+        ("payments-${claims.x}/d", "payments-*-ci", false),
+        ("pay${claims.x}/d", "payments-*", false),
+        ("payments-${claims.x}/d", "payments", false),
+        ("payments-${claims.a}${claims.b}/d", "payments-*", true),
+        ("ci-${claims.x}/d", "*", true),
+        ("${claims.x}-payments/d", "payments-*", false),
+        ("${claims.x}-payments/d", "*-payments", true),
+    ];
+    for (template, glob, inside) in rows {
+        let shape = GrantedAccount::parse(template).unwrap().namespace_shape();
+        assert_eq!(
+            template_inside(&shape, glob),
+            inside,
+            "{template} in {glob}"
+        );
+    }
+}

@@ -75,8 +75,33 @@ pub fn plan(
     subject: &ServiceAccountRef,
     protected: &BTreeSet<String>,
 ) -> RbacPlan {
+    plan_with_teams(targets, &[], subject, protected)
+}
+
+/// [`plan`], plus the namespaces team ceilings allow (globs): team files change without the
+/// main file, so their grants are bound by what the ceilings allow, any account name. A
+/// ceiling namespace without `*` gets a Role in it (no `resourceNames`); a glob widens the
+/// ClusterRole to every account name, confined by the admission policy to namespaces matching
+/// the glob and never a protected one.
+pub fn plan_with_teams(
+    targets: &[(String, String)],
+    team_namespaces: &[String],
+    subject: &ServiceAccountRef,
+    protected: &BTreeSet<String>,
+) -> RbacPlan {
     let mut plan = RbacPlan::default();
-    let (templated_namespaces, mut by_namespace) = group(targets);
+    let mut targets = targets.to_vec();
+    let mut globs: Vec<String> = Vec::new();
+    for namespace in team_namespaces {
+        if namespace.contains('*') {
+            globs.push(namespace.clone());
+        } else if !protected.contains(namespace) {
+            targets.push((namespace.clone(), "${team}".to_owned()));
+        }
+    }
+    globs.sort();
+    globs.dedup();
+    let (templated_namespaces, mut by_namespace) = group(&targets);
     by_namespace.retain(|namespace, names| {
         if protected.contains(namespace) {
             let dropped: Vec<String> = names.iter().filter(|n| is_templated(n)).cloned().collect();
@@ -99,25 +124,43 @@ pub fn plan(
         plan.objects
             .push(RbacObject::RoleBinding(role_binding(subject, namespace)));
     }
-    if !templated_namespaces.is_empty() {
+    if !templated_namespaces.is_empty() || !globs.is_empty() {
         let names: Option<Vec<String>> = templated_namespaces
             .iter()
             .map(|(_, name)| (!is_templated(name)).then(|| name.clone()))
             .collect::<Option<BTreeSet<String>>>()
-            .map(|names| names.into_iter().collect());
-        plan.warnings.push(wide_namespace_warning(
-            &templated_namespaces,
-            names.as_deref(),
-            &admission::policy_name(subject),
-        ));
+            .map(|names| names.into_iter().collect())
+            .filter(|_| globs.is_empty());
+        if !globs.is_empty() {
+            plan.warnings.push(format!(
+                "warning: team ceilings allow namespaces by pattern ({}); the ClusterRole lets \
+                 tokenvend mint tokens for EVERY service account in EVERY namespace, and the \
+                 ValidatingAdmissionPolicy {:?} confines it to namespaces matching them (never a \
+                 protected one)",
+                globs.join(", "),
+                admission::policy_name(subject)
+            ));
+        }
+        if !templated_namespaces.is_empty() {
+            plan.warnings.push(wide_namespace_warning(
+                &templated_namespaces,
+                names.as_deref(),
+                &admission::policy_name(subject),
+            ));
+        }
         plan.objects
             .push(RbacObject::ClusterRole(cluster_role(subject, names)));
         plan.objects
             .push(RbacObject::ClusterRoleBinding(cluster_role_binding(
                 subject,
             )));
-        let (policy, binding) =
-            admission::token_namespaces(subject, &by_namespace, &templated_namespaces, protected);
+        let (policy, binding) = admission::token_namespaces(
+            subject,
+            &by_namespace,
+            &templated_namespaces,
+            &globs,
+            protected,
+        );
         plan.objects
             .push(RbacObject::ValidatingAdmissionPolicy(policy));
         plan.objects

@@ -268,8 +268,13 @@ impl Policy {
                 .is_some_and(|value| matcher.holds(value))
             {
                 note(trace, || {
+                    let hint = path
+                        .lookup(claims)
+                        .and_then(|value| matcher.separator_hint(value))
+                        .map(|hint| format!(" ({hint})"))
+                        .unwrap_or_default();
                     format!(
-                        "policy {:?}: claim {} does not match",
+                        "policy {:?}: claim {} does not match{hint}",
                         self.name,
                         path.as_str()
                     )

@@ -106,7 +106,7 @@ pub enum Matcher {
     /// The claim equals one of these scalars.
     OneOf(Vec<Value>),
     /// The claim is a string matching this glob, compiled to an anchored regex in which `*`
-    /// matches any run of characters but `/` and `:`.
+    /// matches any run of characters but `/` and `:`, and `**` any run crossing them.
     Glob { pattern: String, compiled: Regex },
     /// The claim is a string matching this regex, always anchored at both ends.
     Regex { pattern: String, compiled: Regex },
@@ -157,6 +157,30 @@ impl Matcher {
                 .iter()
                 .all(|probe| compiled.is_match(probe)),
         }
+    }
+
+    /// For a glob that does not hold for `claim` but would with every `*` read as `**` (a
+    /// single `*` met a `/` or `:`), a line saying so and naming the glob to write.
+    pub fn separator_hint(&self, claim: &Value) -> Option<String> {
+        let Self::Glob { pattern, .. } = self else {
+            return None;
+        };
+        if self.holds(claim) {
+            return None;
+        }
+        let crossing = crossing_glob(pattern);
+        let compiled = anchored(&glob_to_regex(&crossing)).ok()?;
+        let holds = |value: &Value| value.as_str().is_some_and(|text| compiled.is_match(text));
+        let would = match claim {
+            Value::Array(elements) => elements.iter().any(holds),
+            scalar => holds(scalar),
+        };
+        would.then(|| {
+            format!(
+                "glob {pattern:?}: `*` stops at `/` and `:`; `**` crosses them: \
+                 {{glob: {crossing:?}}} would match"
+            )
+        })
     }
 
     fn holds_scalar(&self, claim: &Value) -> bool {
@@ -215,12 +239,52 @@ fn compile_operator(object: &Map<String, Value>) -> Result<Matcher, String> {
 }
 
 /// `*` → any run of characters except `/`, `:` and control characters (so a glob never
-/// crosses a path or field boundary); everything else literal.
+/// crosses a path or field boundary); `**` (two or more stars in a row) → any run of
+/// characters but control characters, separators included; everything else literal.
 fn glob_to_regex(glob: &str) -> String {
-    glob.split('*')
-        .map(regex::escape)
-        .collect::<Vec<_>>()
-        .join(r"[^/:\p{Cc}]*")
+    glob_regex_with(glob, r"[^/:\p{Cc}]*")
+}
+
+/// The glob with every `*` read as `**`: what a user who expected `*` to cross separators meant.
+fn crossing_glob(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len() + 4);
+    let mut stars = false;
+    for c in glob.chars().map(Some).chain(std::iter::once(None)) {
+        if c == Some('*') {
+            stars = true;
+            continue;
+        }
+        if std::mem::take(&mut stars) {
+            out.push_str("**");
+        }
+        out.extend(c);
+    }
+    out
+}
+
+/// Literal runs escaped, `**` (or more stars) → any run but control characters, a lone `*` →
+/// `single`.
+fn glob_regex_with(glob: &str, single: &str) -> String {
+    let mut out = String::new();
+    let mut literal = String::new();
+    let mut stars = 0;
+    for c in glob.chars().map(Some).chain(std::iter::once(None)) {
+        if c == Some('*') {
+            stars += 1;
+            continue;
+        }
+        if stars > 0 {
+            out.push_str(&regex::escape(&literal));
+            literal.clear();
+            out.push_str(if stars == 1 { single } else { r"[^\p{Cc}]*" });
+            stars = 0;
+        }
+        if let Some(c) = c {
+            literal.push(c);
+        }
+    }
+    out.push_str(&regex::escape(&literal));
+    out
 }
 
 /// Compiles `pattern` so that it must match the whole claim: `^(?:pattern)$`. The pattern is
@@ -426,5 +490,105 @@ mod tests {
             let message = refused.expect_err(pattern);
             assert!(message.contains("invalid pattern"), "{pattern}: {message}");
         }
+    }
+
+    #[test]
+    fn double_star_crosses_separators_and_single_star_does_not() {
+        // Real-shaped claims from GitHub Actions and GitLab CI.
+        let rows: &[(&str, &str, bool)] = &[
+            (
+                "repo:acme/webapp:*",
+                "repo:acme/webapp:ref:refs/heads/main",
+                false,
+            ),
+            (
+                "repo:acme/webapp:**",
+                "repo:acme/webapp:ref:refs/heads/main",
+                true,
+            ),
+            (
+                "repo:acme/webapp:**",
+                "repo:acme/webapp:environment:production",
+                true,
+            ),
+            (
+                "repo:acme/webapp:**",
+                "repo:acme/webapp-evil:ref:refs/heads/main",
+                false,
+            ),
+            ("repo:acme/**", "repo:acme/webapp:ref:refs/heads/main", true),
+            (
+                "repo:acme/**",
+                "repo:acmeevil/webapp:ref:refs/heads/main",
+                false,
+            ),
+            (
+                "acme/pipelines/.github/workflows/deploy.yml@*",
+                "acme/pipelines/.github/workflows/deploy.yml@refs/heads/main",
+                false,
+            ),
+            (
+                "acme/pipelines/.github/workflows/deploy.yml@**",
+                "acme/pipelines/.github/workflows/deploy.yml@refs/heads/main",
+                true,
+            ),
+            (
+                "acme/pipelines/.github/workflows/deploy.yml@**",
+                "acme/pipelines/.github/workflows/other.yml@refs/heads/main",
+                false,
+            ),
+            ("refs/heads/*", "refs/heads/main", true),
+            ("refs/heads/*", "refs/heads/feature/x", false),
+            ("refs/heads/**", "refs/heads/feature/x", true),
+            ("refs/heads/**", "refs/tags/v1", false),
+            ("acme/*", "acme/web/app", false),
+            ("acme/**", "acme/web/app", true),
+            ("acme/**/deploy", "acme/web/app/deploy", true),
+            ("acme/**/deploy", "acme/web/app/deploy/x", false),
+            (
+                "project_path:acme/**:ref:main",
+                "project_path:acme/a/b:ref:main",
+                true,
+            ),
+            ("a**", "a\nb", false),
+            ("a**", "a\u{0}b", false),
+            ("a***", "a/b:c", true),
+        ];
+        for (glob, value, expected) in rows {
+            let matcher = Matcher::compile(&json!({ "glob": glob })).unwrap();
+            assert_eq!(
+                matcher.holds(&json!(value)),
+                *expected,
+                "{glob} on {value:?}"
+            );
+        }
+        // A glob of nothing but stars accepts anything, `**` as much as `*`.
+        for glob in ["*", "**", "***"] {
+            assert!(
+                Matcher::compile(&json!({ "glob": glob }))
+                    .unwrap()
+                    .accepts_anything(),
+                "{glob}"
+            );
+        }
+        assert!(
+            !Matcher::compile(&json!({"glob": "a**"}))
+                .unwrap()
+                .accepts_anything()
+        );
+    }
+
+    #[test]
+    fn a_single_star_that_met_a_separator_suggests_double_star() {
+        let glob = Matcher::compile(&json!({"glob": "repo:acme/webapp:*"})).unwrap();
+        let hint = glob
+            .separator_hint(&json!("repo:acme/webapp:ref:refs/heads/main"))
+            .expect("a hint");
+        assert!(hint.contains("repo:acme/webapp:**"), "{hint}");
+        // No hint when `**` would not match either, or when the glob holds.
+        assert_eq!(glob.separator_hint(&json!("repo:other/webapp:ref:x")), None);
+        assert_eq!(glob.separator_hint(&json!("repo:acme/webapp:x")), None);
+        let exact = Matcher::compile(&json!("repo:acme/webapp:ref:x")).unwrap();
+        assert_eq!(exact.separator_hint(&json!("repo:acme/webapp:ref:y")), None);
     }
 }

@@ -9,6 +9,7 @@ mod file;
 mod index;
 mod matcher;
 mod names;
+mod team;
 mod template;
 #[cfg(test)]
 mod test_support;
@@ -25,6 +26,10 @@ pub use evaluate::{Denial, Grant, Request, RequestError};
 pub use file::{Expectation, RawGrant, RawPolicy, RawTest, RawTestRequest};
 pub use matcher::{ClaimPath, Matcher};
 pub use names::{ServiceAccountRef, is_dns1123_label, is_dns1123_subdomain};
+pub use team::{
+    Ceiling, RawCeiling, RawTeamFile, compile_team, is_team_name, namespace_glob_matches,
+    template_inside,
+};
 pub use template::GrantedAccount;
 
 /// Kubernetes refuses tokens shorter than this (`MinTokenAgeSec`).
@@ -110,7 +115,7 @@ impl PolicySet {
                 ));
             };
             let compiled =
-                compile_one(policy, issuer).map_err(|(key, message)| fail(&key, message))?;
+                compile_one(policy, issuer, &[]).map_err(|(key, message)| fail(&key, message))?;
             set.by_issuer
                 .entry(compiled.issuer.clone())
                 .or_default()
@@ -122,6 +127,28 @@ impl PolicySet {
             issuer.build_index(&set.policies);
         }
         Ok(set)
+    }
+
+    /// Adds compiled policies (a team's) after those already here, and rebuilds the claim
+    /// index, so that it spans every file. The caller keeps names unique.
+    pub fn extend(&mut self, policies: impl IntoIterator<Item = Policy>) {
+        self.policies.extend(policies);
+        self.by_issuer.clear();
+        for (index, policy) in self.policies.iter().enumerate() {
+            self.by_issuer
+                .entry(policy.issuer.clone())
+                .or_default()
+                .all
+                .push(index);
+        }
+        for issuer in self.by_issuer.values_mut() {
+            issuer.build_index(&self.policies);
+        }
+    }
+
+    /// Whether a policy of this name is here.
+    pub fn contains(&self, name: &str) -> bool {
+        self.policies.iter().any(|p| p.name == name)
     }
 
     /// The policies of one issuer to test against these claims (indices, in file order): every
@@ -168,7 +195,13 @@ impl PolicySet {
     }
 }
 
-fn compile_one(raw: &RawPolicy, issuer: &IssuerRules<'_>) -> Result<Policy, (String, String)> {
+/// Compiles one policy; `ceiling` holds the matchers a team ceiling adds (none for the main
+/// file's policies).
+fn compile_one(
+    raw: &RawPolicy,
+    issuer: &IssuerRules<'_>,
+    ceiling: &[(ClaimPath, Matcher)],
+) -> Result<Policy, (String, String)> {
     if raw.name.is_empty() || raw.name.len() > 128 || raw.name.chars().any(char::is_control) {
         return Err((
             "name".into(),
@@ -190,6 +223,14 @@ fn compile_one(raw: &RawPolicy, issuer: &IssuerRules<'_>) -> Result<Policy, (Str
             cannot_tell_apart(issuer.name, &matchers, raw),
         ));
     }
+    // The ceiling's match does not count towards telling callers apart (checked above on the
+    // policy's own match): a ceiling is shared by every policy of the team and usually pins
+    // no more than an organisation, so a team policy that pins nothing of its own would grant
+    // every pipeline of that organisation, other teams' included. It does count towards the
+    // issuer's `requireClaims`: those exist so that no policy on a shared issuer reaches
+    // beyond the owner it names, and a ceiling entry is ANDed into the policy exactly like its
+    // own, so an owner pinned by the ceiling holds for every request the policy grants.
+    matchers.extend(ceiling.iter().cloned());
     // Pinning means exact values: a glob or regex on a required claim would defeat the point.
     let pins = |claim: &String| {
         matchers.iter().any(|(path, matcher)| {

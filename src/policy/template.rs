@@ -96,6 +96,28 @@ impl GrantedAccount {
         }
     }
 
+    /// The namespace with each placeholder written `*` (`ci-${claims.x}/d` → `ci-*`).
+    pub fn namespace_shape(&self) -> String {
+        let parts = match self {
+            Self::Fixed(sa) => return sa.namespace().to_owned(),
+            Self::Templated { parts, .. } => parts,
+        };
+        let mut shape = String::new();
+        for part in parts {
+            match part {
+                Part::Literal(literal) => match literal.split_once('/') {
+                    Some((before, _)) => {
+                        shape.push_str(before);
+                        return shape;
+                    }
+                    None => shape.push_str(literal),
+                },
+                Part::Claim(_) => shape.push('*'),
+            }
+        }
+        shape
+    }
+
     /// The namespace and name as written (templates unrendered).
     pub fn written_parts(&self) -> (String, String) {
         let text = self.to_string();

@@ -75,6 +75,8 @@ pub struct Application {
     kubernetes: KubernetesSettings,
     /// The config file to reload, and how often to look at it.
     watch: Option<(PathBuf, Duration, Option<Vec<u8>>)>,
+    /// The team files in force at start: the first reload's last good versions.
+    team_files: Vec<crate::config::TeamFile>,
     tls: Option<PublicTls>,
     options: ServeOptions,
 }
@@ -138,6 +140,7 @@ impl Application {
         }
         probe(&client, &contact, config.kubernetes.request_timeout).await;
         metrics.config_loaded();
+        super::reload::report_teams(&metrics, &config);
         metrics.export_config_series(
             config.issuers.iter().map(|issuer| issuer.name.as_str()),
             config.policies.iter().map(|policy| policy.name.as_str()),
@@ -152,6 +155,7 @@ impl Application {
             client,
             kubernetes: config.kubernetes,
             watch: None,
+            team_files: config.team_files,
             tls,
             options,
         })
@@ -162,7 +166,7 @@ impl Application {
     #[must_use]
     pub fn watch_config(mut self, path: PathBuf, poll_interval: Duration) -> Self {
         // Read now: a change made after this point is a change, however soon the watcher starts.
-        let loaded = std::fs::read(&path).ok();
+        let loaded = crate::config::fingerprint(&path);
         self.watch = Some((path, poll_interval, loaded));
         self
     }
@@ -201,6 +205,7 @@ impl Application {
                 loaded,
                 self.kubernetes,
                 self.options.own_namespace.clone(),
+                self.team_files,
             );
             background.push(tokio::spawn(watching));
         }

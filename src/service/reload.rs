@@ -1,19 +1,23 @@
 //! Hot reload: the config file is re-read when its contents change (polled, which also sees
 //! Kubernetes ConfigMap updates, whose files change by symlink swap) and on SIGHUP. A valid
 //! config is swapped in whole; requests already running finish on the one they started with.
-//! An invalid one is refused, logged and counted, and the config in force stays.
+//! An invalid one is refused, logged and counted, and the config in force stays. Team files
+//! are watched too (added, changed, removed); one that is refused leaves the rest of the
+//! reload in force, with its own last good version if that still fits its ceiling.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, KubernetesSettings};
+use crate::config::{Config, KubernetesSettings, TeamFile, TeamSources};
 use crate::exchange::Snapshot;
 use crate::http::AppState;
+use crate::metrics::Metrics;
 use crate::oidc::{IssuerSettings, Verifier};
 
-/// Watches `path` and reloads it into `state` until the task is aborted. `loaded` is the file
-/// as it was when the config in force was read; `kubernetes` is the block the service was
+/// Watches `path` (and its team files) and reloads it into `state` until the task is aborted.
+/// `loaded` is the [`crate::config::fingerprint`] from when the config in force was read, and
+/// `team_files` its team files; `kubernetes` is the block the service was
 /// started with (it cannot change without a restart); `own_namespace` is protected in every
 /// config it loads.
 pub async fn watch(
@@ -23,6 +27,7 @@ pub async fn watch(
     loaded: Option<Vec<u8>>,
     kubernetes: KubernetesSettings,
     own_namespace: Option<String>,
+    mut team_files: Vec<TeamFile>,
 ) {
     let mut last = loaded;
     let mut hangup = hangup_signal();
@@ -31,27 +36,42 @@ pub async fn watch(
             () = tokio::time::sleep(poll_interval) => false,
             () = next(&mut hangup) => true,
         };
-        let current = std::fs::read(&path).ok();
+        let current = crate::config::fingerprint(&path);
         if !signalled && current == last {
             continue;
         }
         last = current;
         let cause = if signalled { "SIGHUP" } else { "file changed" };
         // The outcome is logged and counted inside.
-        let _ = reload(&state, &path, cause, &kubernetes, own_namespace.as_deref()).await;
+        let _ = reload(
+            &state,
+            &path,
+            cause,
+            &kubernetes,
+            own_namespace.as_deref(),
+            &mut team_files,
+        )
+        .await;
     }
 }
 
 /// Loads `path` and, if it is valid, puts it in force. Issuers are rebuilt (and their keys
-/// fetched) only when their settings changed; their replay records carry over by URL.
+/// fetched) only when their settings changed; their replay records carry over by URL. A team
+/// file refused makes the reload count as an error, but the rest goes in force; `team_files`
+/// (the last good versions) is updated to what is in force.
 pub async fn reload(
     state: &AppState,
     path: &Path,
     cause: &str,
     kubernetes: &KubernetesSettings,
     own_namespace: Option<&str>,
+    team_files: &mut Vec<TeamFile>,
 ) -> anyhow::Result<()> {
-    let mut config = match Config::load(path) {
+    let sources = TeamSources {
+        last_good: team_files,
+        only: None,
+    };
+    let mut config = match Config::load_with(path, sources) {
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%cause, %error, "config reload refused; the config in force stays");
@@ -88,12 +108,26 @@ pub async fn reload(
         config.issuers.iter().map(|issuer| issuer.name.as_str()),
         config.policies.iter().map(|policy| policy.name.as_str()),
     );
+    report_teams(state.exchange.metrics(), &config);
+    *team_files = std::mem::take(&mut config.team_files);
     state
         .exchange
         .replace(Snapshot::new(verifier, config.policies));
-    state.exchange.metrics().config_reload(true);
+    state
+        .exchange
+        .metrics()
+        .config_reload(config.team_refusals.is_empty());
     tracing::info!(%cause, path = %path.display(), "config reloaded");
     Ok(())
+}
+
+/// Exports the teams' series and logs and counts each team file the load refused.
+pub fn report_teams(metrics: &Metrics, config: &Config) {
+    metrics.export_team_series(config.teams.iter().map(|team| team.name.as_str()));
+    for refusal in &config.team_refusals {
+        tracing::error!(team = %refusal.team, file = %refusal.path.display(), error = %refusal.message, "team file refused");
+        metrics.team_file_refused(&refusal.team);
+    }
 }
 
 fn unix_now() -> u64 {

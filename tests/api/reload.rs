@@ -251,3 +251,82 @@ async fn a_reload_that_changes_an_issuer_puts_its_new_settings_in_force() {
     assert_eq!(key_fetches(&app).await, 2.0);
     app.stop().await;
 }
+
+const TEAM_POLICY: &str = r#"
+policies:
+  - name: deploy
+    issuer: local
+    match: {repository: acme/payments}
+    grant:
+      serviceAccounts: [production/deployer]
+      audiences: [https://kubernetes.default.svc.cluster.local]
+      ttl: 15m
+      maxTtl: 1h
+"#;
+
+#[tokio::test]
+async fn a_team_file_broken_while_serving_keeps_its_last_good_version_until_fixed() {
+    let dir = tempdir("reload-team");
+    let teams = dir.path().join("teams");
+    std::fs::create_dir_all(&teams).unwrap();
+    let team_file = teams.join("deploy.yaml");
+    std::fs::write(&team_file, TEAM_POLICY).unwrap();
+    let config = format!(
+        "{CONFIG}teams:\n  payments:\n    files: {}/*.yaml\n    ceiling:\n      issuers: [local]\n      \
+         namespaces: [production]\n      audiences: [https://kubernetes.default.svc.cluster.local]\n      \
+         maxTtl: 1h\n      match: {{repository_owner: acme}}\n",
+        teams.display()
+    );
+    let (app, _path) = spawn_app_watching(&config, dir.path()).await;
+    let payments = app
+        .id_token(json!({"sub": "p", "repository": "acme/payments", "repository_owner": "acme"}));
+    let grants = |expected: u16| {
+        let app = &app;
+        let payments = &payments;
+        async move {
+            let response = app.post_token(payments, None).await;
+            assert_eq!(response.status(), expected);
+            if expected == 200 {
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(body["policy"], "payments/deploy", "team-qualified name");
+            }
+        }
+    };
+    grants(200).await;
+    // The ceiling's match holds even though the team's policy does not name the owner.
+    let elsewhere = app
+        .id_token(json!({"sub": "q", "repository": "acme/payments", "repository_owner": "evil"}));
+    assert_eq!(app.post_token(&elsewhere, None).await.status(), 403);
+    let refused = |metrics: &str| {
+        sample(
+            metrics,
+            "tokenvend_team_files_refused_total{team=\"payments\"}",
+        )
+    };
+    assert_eq!(refused(&app.metrics().await), 0.0, "exported at 0");
+
+    // Broken: beyond the ceiling. The last good version keeps granting; the refusal is counted.
+    std::fs::write(
+        &team_file,
+        TEAM_POLICY.replace("production/deployer", "kube-system/deployer"),
+    )
+    .unwrap();
+    await_reloads(&app, "error", 1.0).await;
+    grants(200).await;
+    assert_eq!(refused(&app.metrics().await), 1.0);
+    // Broken again, as YAML this time: still the last good version.
+    std::fs::write(&team_file, "policies: [\n").unwrap();
+    await_reloads(&app, "error", 2.0).await;
+    grants(200).await;
+    assert_eq!(refused(&app.metrics().await), 2.0);
+
+    // Fixed: a clean reload, and the fixed version grants.
+    std::fs::write(&team_file, TEAM_POLICY.replace("ttl: 15m", "ttl: 20m")).unwrap();
+    await_reloads(&app, "success", 1.0).await;
+    grants(200).await;
+    // Removed: its policies go with it.
+    std::fs::remove_file(&team_file).unwrap();
+    await_reloads(&app, "success", 2.0).await;
+    grants(403).await;
+    assert_eq!(reloads(&app, "error").await, 2.0);
+}

@@ -49,6 +49,7 @@ pub(super) fn token_namespaces(
     subject: &ServiceAccountRef,
     literal: &BTreeMap<String, BTreeSet<String>>,
     templated: &[(String, String)],
+    globs: &[String],
     protected: &BTreeSet<String>,
 ) -> (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding) {
     let name = policy_name(subject);
@@ -75,7 +76,7 @@ pub(super) fn token_namespaces(
                 ),
             }]),
             validations: Some(vec![Validation {
-                expression: allowed(literal, templated, protected),
+                expression: allowed(literal, templated, globs, protected),
                 message: Some(
                     "tokenvend may only create tokens for the service accounts its policies \
                      grant, and never from a template in a protected namespace"
@@ -111,6 +112,7 @@ pub(super) fn policy_name(subject: &ServiceAccountRef) -> String {
 fn allowed(
     literal: &BTreeMap<String, BTreeSet<String>>,
     templated: &[(String, String)],
+    globs: &[String],
     protected: &BTreeSet<String>,
 ) -> String {
     let mut clauses: Vec<String> = literal
@@ -129,6 +131,14 @@ fn allowed(
             "(!(request.namespace in {protected_list}) && request.namespace.matches({}) && {})",
             quoted(&pattern_of(namespace, NAMESPACE_PLACEHOLDER)),
             names_allowed(&BTreeSet::from([name.clone()]))
+        ));
+    }
+    // A team ceiling's namespace glob (`payments-*`), any account name.
+    for glob in globs {
+        let pattern = format!("^{}$", glob.replace('*', "[a-z0-9-]*"));
+        clauses.push(format!(
+            "(!(request.namespace in {protected_list}) && request.namespace.matches({}))",
+            quoted(&pattern)
         ));
     }
     clauses.join(" || ")

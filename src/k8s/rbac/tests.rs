@@ -235,3 +235,65 @@ fn yaml_is_a_stream_of_kubernetes_objects_after_the_header() {
     assert!(yaml.contains("kind: RoleBinding\n"), "{yaml}");
     assert!(yaml.contains("serviceaccounts/token"), "{yaml}");
 }
+
+#[test]
+fn team_ceilings_bind_a_literal_namespace_by_role_and_a_glob_through_the_admission_policy() {
+    let team = [
+        "payments-*".to_owned(),
+        "payments".to_owned(),
+        "kube-system".to_owned(),
+    ];
+    let plan = super::plan_with_teams(
+        &targets(&[("production", "deployer")]),
+        &team,
+        &subject(),
+        &protected(),
+    );
+    let roles = roles(&plan);
+    let namespaces: Vec<_> = roles
+        .iter()
+        .map(|r| r.metadata.namespace.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        namespaces,
+        ["payments", "production"],
+        "no rule in a protected namespace"
+    );
+    assert_eq!(roles[0].rules.as_ref().unwrap()[0].resource_names, None);
+    let cluster_role = plan.objects.iter().find_map(|o| match o {
+        RbacObject::ClusterRole(role) => Some(role),
+        _ => None,
+    });
+    assert_eq!(
+        cluster_role
+            .expect("a cluster rule for the glob")
+            .rules
+            .as_ref()
+            .unwrap()[0]
+            .resource_names,
+        None
+    );
+    let expression = plan
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            RbacObject::ValidatingAdmissionPolicy(policy) => Some(
+                policy.spec.as_ref().unwrap().validations.as_ref().unwrap()[0]
+                    .expression
+                    .clone(),
+            ),
+            _ => None,
+        })
+        .expect("an admission policy");
+    assert!(
+        expression.contains("(!(request.namespace in [\"kube-node-lease\", \"kube-public\", \"kube-system\", \"tokenvend\"]) && request.namespace.matches(\"^payments-[a-z0-9-]*$\"))"),
+        "{expression}"
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("team ceilings allow namespaces by pattern (payments-*)")),
+        "{:?}",
+        plan.warnings
+    );
+}
