@@ -332,6 +332,6 @@ async fn floor_answer(
             "expirationTimestamp": minted.expiration.to_string(),
         }))
         .into_response(),
-        Err(error) => (axum::http::StatusCode::BAD_GATEWAY, error.code_label()).into_response(),
+        Err(error) => (axum::http::StatusCode::BAD_GATEWAY, error.metric_label()).into_response(),
     }
 }

@@ -167,7 +167,7 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(denial) => {
-            println!("deny: {denial} ({})", denial.reason());
+            println!("deny: {denial} ({})", denial.metric_label());
             Ok(ExitCode::FAILURE)
         }
     }

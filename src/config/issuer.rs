@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::ConfigDuration;
 use crate::oidc::{IssuerSettings, KeySource};
+use crate::policy::InvalidKey;
 
 /// The longest ID-token lifetime accepted when the issuer sets none.
 const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -38,12 +39,10 @@ pub struct RawIssuer {
     pub max_key_staleness: Option<ConfigDuration>,
 }
 
-type KeyError = (String, String);
-
 impl RawIssuer {
     /// Validates the entry; the error names the key at fault.
-    pub fn compile(&self) -> Result<IssuerSettings, KeyError> {
-        let fail = |key: &str, message: String| (key.to_owned(), message);
+    pub fn compile(&self) -> Result<IssuerSettings, InvalidKey> {
+        let fail = |key: &str, message: String| InvalidKey::new(key, message);
         if self.name.is_empty()
             || !self
                 .name
@@ -89,23 +88,23 @@ impl RawIssuer {
     }
 
     /// At least a second: a cooldown of zero would let unknown kids drive fetches at line rate.
-    fn key_refresh_cooldown(&self) -> Result<Duration, KeyError> {
+    fn key_refresh_cooldown(&self) -> Result<Duration, InvalidKey> {
         let cooldown = self
             .key_refresh_cooldown
             .map_or(crate::oidc::REFRESH_COOLDOWN, |d| d.0);
         if cooldown < Duration::from_secs(1) {
-            return Err(("keyRefreshCooldown".into(), "must be at least 1s".into()));
+            return Err(InvalidKey::new("keyRefreshCooldown", "must be at least 1s"));
         }
         Ok(cooldown)
     }
 
     /// At least a second, like the cooldown it must outlast to be refreshed on demand.
-    fn max_key_staleness(&self) -> Result<Duration, KeyError> {
+    fn max_key_staleness(&self) -> Result<Duration, InvalidKey> {
         let staleness = self
             .max_key_staleness
             .map_or(crate::oidc::MAX_STALENESS, |d| d.0);
         if staleness < Duration::from_secs(1) {
-            return Err(("maxKeyStaleness".into(), "must be at least 1s".into()));
+            return Err(InvalidKey::new("maxKeyStaleness", "must be at least 1s"));
         }
         Ok(staleness)
     }

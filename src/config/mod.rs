@@ -16,8 +16,8 @@ pub use teams::{Team, TeamFile, TeamRefusal, TeamSources, fingerprint, list_file
 
 use crate::oidc::IssuerSettings;
 use crate::policy::{
-    Ceiling, CheckReport, DEFAULT_PROTECTED_NAMESPACES, IssuerRules, PolicySet, RawPolicy, RawTest,
-    is_dns1123_label, is_team_name, run_tests,
+    Ceiling, CheckReport, DEFAULT_PROTECTED_NAMESPACES, InvalidKey, IssuerRules, PolicySet,
+    RawPolicy, RawTest, is_dns1123_label, is_team_name, run_tests,
 };
 
 /// The deadline for one TokenRequest when the file sets none.
@@ -128,7 +128,7 @@ impl Config {
             serde_saphyr::from_str(text).map_err(|e| invalid(syntax_message(&e)))?;
         let mut issuers: Vec<IssuerSettings> = Vec::with_capacity(raw.issuers.len());
         for (index, issuer) in raw.issuers.iter().enumerate() {
-            let compiled = issuer.compile().map_err(|(key, message)| {
+            let compiled = issuer.compile().map_err(|InvalidKey { key, message }| {
                 invalid(format!(
                     "issuers[{index}] ({}): {key}: {message}",
                     issuer.name
@@ -172,9 +172,11 @@ impl Config {
                      digits and `-`)"
                 )));
             }
-            let ceiling = Ceiling::compile(&team.ceiling, &rules).map_err(|(key, message)| {
-                invalid(format!("teams.{name}.ceiling.{key}: {message}"))
-            })?;
+            let ceiling = Ceiling::compile(&team.ceiling, &rules).map_err(
+                |InvalidKey { key, message }| {
+                    invalid(format!("teams.{name}.ceiling.{key}: {message}"))
+                },
+            )?;
             let files = teams::resolve_pattern(source, &team.files)
                 .map_err(|message| invalid(format!("teams.{name}.files: {message}")))?;
             teams.push(Team {

@@ -14,7 +14,7 @@ use crate::policy::{Denial, Grant, Request};
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
     /// The presented token was refused, or its issuer's keys are unavailable.
-    #[error("token refused: {}", .0.reason())]
+    #[error("token refused: {}", .0.metric_label())]
     Token(VerifyError),
     /// This identity's request budget is spent; a request fits again after `retry_after`
     /// seconds.
@@ -33,7 +33,7 @@ pub enum ExchangeError {
     /// A policy granted the request, but the token could not be reserved against replay: it
     /// was exchanged before ([`VerifyError::Replayed`]), or the policy's share of replay
     /// records is full ([`VerifyError::ReplayShareFull`]).
-    #[error("token refused: {}", .error.reason())]
+    #[error("token refused: {}", .error.metric_label())]
     NotReserved {
         identity: Box<VerifiedToken>,
         grant: Box<Grant>,
@@ -68,12 +68,12 @@ impl ExchangeError {
 
     /// The audit record's `reason`, and the `reason` label of `rejections_total`: from a
     /// fixed set, never caller input.
-    pub fn reason(&self) -> Cow<'static, str> {
+    pub fn metric_label(&self) -> Cow<'static, str> {
         match self {
-            Self::Token(error) | Self::NotReserved { error, .. } => error.reason().into(),
+            Self::Token(error) | Self::NotReserved { error, .. } => error.metric_label().into(),
             Self::RateLimited { .. } => "rate_limited".into(),
-            Self::Denied { denial, .. } => denial.reason().into(),
-            Self::Mint { error, .. } => format!("upstream_{}", error.code_label()).into(),
+            Self::Denied { denial, .. } => denial.metric_label().into(),
+            Self::Mint { error, .. } => format!("upstream_{}", error.metric_label()).into(),
         }
     }
 

@@ -192,7 +192,7 @@ impl Exchange {
         {
             Ok(grant) => Ok(Decision { identity, grant }),
             Err(denial) => {
-                tracing::info!(reason = denial.reason(), detail = %denial, "request denied");
+                tracing::info!(reason = denial.metric_label(), detail = %denial, "request denied");
                 Err(ExchangeError::Denied {
                     identity: Box::new(identity),
                     request: request.clone(),

@@ -98,8 +98,8 @@ impl Exchange {
             Ended::Failed(error) => {
                 fill_failure(&mut audit, error);
                 log_failure(error);
-                self.metrics.rejected(&error.reason());
-                (error.outcome(), error.reason())
+                self.metrics.rejected(&error.metric_label());
+                (error.outcome(), error.metric_label())
             }
             Ended::Refused(refusal) => {
                 tracing::info!(error = %refusal.detail, "request refused");
@@ -132,10 +132,10 @@ fn fill_failure(audit: &mut AuditRecord, error: &ExchangeError) {
 fn log_failure(error: &ExchangeError) {
     match error {
         ExchangeError::Token(e) | ExchangeError::NotReserved { error: e, .. } => {
-            tracing::info!(reason = e.reason(), "token refused");
+            tracing::info!(reason = e.metric_label(), "token refused");
         }
         ExchangeError::Mint { error, .. } => tracing::warn!(%error, "token request failed"),
-        other => tracing::info!(reason = %other.reason(), "request refused"),
+        other => tracing::info!(reason = %other.metric_label(), "request refused"),
     }
 }
 

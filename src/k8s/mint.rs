@@ -66,7 +66,7 @@ pub enum MintError {
 
 impl MintError {
     /// A fixed label for metrics: the status code, `timeout` or `transport`.
-    pub fn code_label(&self) -> String {
+    pub fn metric_label(&self) -> String {
         match self {
             Self::Api { code, .. } => code.to_string(),
             Self::Timeout(_) => "timeout".to_owned(),
@@ -165,7 +165,7 @@ impl KubeMinter {
         };
         let code = match &outcome {
             Ok(_) => "201".to_owned(),
-            Err(error) => error.code_label(),
+            Err(error) => error.metric_label(),
         };
         self.metrics
             .kube_request(&code, started.elapsed().as_secs_f64());

@@ -103,7 +103,7 @@ pub enum VerifyError {
 
 impl VerifyError {
     /// A fixed internal reason code (metric label, audit `reason`).
-    pub fn reason(&self) -> &'static str {
+    pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "malformed",
             Self::UnknownIssuer => "unknown_issuer",

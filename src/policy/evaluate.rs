@@ -88,7 +88,7 @@ pub enum Denial {
 
 impl Denial {
     /// A fixed label for metrics and the audit log.
-    pub fn reason(&self) -> &'static str {
+    pub fn metric_label(&self) -> &'static str {
         match self {
             Self::NoPolicyMatched => "no_policy_matched",
             Self::ServiceAccountNotGranted(_) => "service_account_not_granted",

@@ -114,8 +114,8 @@ impl PolicySet {
                     format!("unknown issuer {:?}", policy.issuer),
                 ));
             };
-            let compiled =
-                compile_one(policy, issuer, &[]).map_err(|(key, message)| fail(&key, message))?;
+            let compiled = compile_one(policy, issuer, &[])
+                .map_err(|InvalidKey { key, message }| fail(&key, message))?;
             set.by_issuer
                 .entry(compiled.issuer.clone())
                 .or_default()
@@ -195,31 +195,50 @@ impl PolicySet {
     }
 }
 
+/// What is wrong with one key of a config entry (a policy, a grant, a team ceiling, an
+/// issuer); the loader names the file and the entry around it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct InvalidKey {
+    /// The key as written in the file (`match.ref`, `grant.ttl`, ...).
+    pub key: String,
+    pub message: String,
+}
+
+impl InvalidKey {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Compiles one policy; `ceiling` holds the matchers a team ceiling adds (none for the main
 /// file's policies).
 fn compile_one(
     raw: &RawPolicy,
     issuer: &IssuerRules<'_>,
     ceiling: &[(ClaimPath, Matcher)],
-) -> Result<Policy, (String, String)> {
+) -> Result<Policy, InvalidKey> {
     if raw.name.is_empty() || raw.name.len() > 128 || raw.name.chars().any(char::is_control) {
-        return Err((
-            "name".into(),
-            "must be 1 to 128 printable characters".into(),
+        return Err(InvalidKey::new(
+            "name",
+            "must be 1 to 128 printable characters",
         ));
     }
     let mut matchers = Vec::with_capacity(raw.matches.len());
     for (key, value) in &raw.matches {
-        let matcher =
-            Matcher::compile(value).map_err(|message| (format!("match.{key}"), message))?;
+        let matcher = Matcher::compile(value)
+            .map_err(|message| InvalidKey::new(format!("match.{key}"), message))?;
         matchers.push((ClaimPath::parse(key), matcher));
     }
     if !matchers
         .iter()
         .any(|(path, matcher)| path.identifies_caller() && !matcher.accepts_anything())
     {
-        return Err((
-            "match".into(),
+        return Err(InvalidKey::new(
+            "match",
             cannot_tell_apart(issuer.name, &matchers, raw),
         ));
     }
@@ -238,8 +257,8 @@ fn compile_one(
         })
     };
     if !issuer.require_claims.is_empty() && !issuer.require_claims.iter().any(pins) {
-        return Err((
-            "match".into(),
+        return Err(InvalidKey::new(
+            "match",
             format!(
                 "issuer {:?} requires every policy to pin one of {:?} to exact values",
                 issuer.name, issuer.require_claims
@@ -251,7 +270,7 @@ fn compile_one(
         .as_deref()
         .map(Condition::compile)
         .transpose()
-        .map_err(|message| ("condition".to_owned(), message))?;
+        .map_err(|message| InvalidKey::new("condition", message))?;
     Ok(Policy {
         name: raw.name.clone(),
         issuer: raw.issuer.clone(),
@@ -287,17 +306,17 @@ fn cannot_tell_apart(issuer: &str, matchers: &[(ClaimPath, Matcher)], raw: &RawP
     )
 }
 
-fn compile_grant(raw: &RawGrant) -> Result<GrantRule, (String, String)> {
+fn compile_grant(raw: &RawGrant) -> Result<GrantRule, InvalidKey> {
     if raw.service_accounts.is_empty() {
-        return Err((
-            "grant.serviceAccounts".into(),
-            "must name at least one NAMESPACE/NAME".into(),
+        return Err(InvalidKey::new(
+            "grant.serviceAccounts",
+            "must name at least one NAMESPACE/NAME",
         ));
     }
     let mut service_accounts = Vec::with_capacity(raw.service_accounts.len());
     for (i, text) in raw.service_accounts.iter().enumerate() {
         let sa = GrantedAccount::parse(text).map_err(|message| {
-            (
+            InvalidKey::new(
                 format!("grant.serviceAccounts[{i}]"),
                 format!("{text:?}: {message}"),
             )
@@ -306,17 +325,17 @@ fn compile_grant(raw: &RawGrant) -> Result<GrantRule, (String, String)> {
     }
     if let Some(audiences) = &raw.audiences {
         if audiences.is_empty() {
-            return Err((
-                "grant.audiences".into(),
-                "omit the key for the API server's audiences; an empty list grants nothing".into(),
+            return Err(InvalidKey::new(
+                "grant.audiences",
+                "omit the key for the API server's audiences; an empty list grants nothing",
             ));
         }
         if let Some(bad) = audiences
             .iter()
             .find(|a| a.is_empty() || a.chars().any(char::is_control))
         {
-            return Err((
-                "grant.audiences".into(),
+            return Err(InvalidKey::new(
+                "grant.audiences",
                 format!("invalid audience {bad:?}"),
             ));
         }
@@ -331,21 +350,21 @@ fn compile_grant(raw: &RawGrant) -> Result<GrantRule, (String, String)> {
         .map_or(DEFAULT_TTL_SECS.min(max_ttl_secs), |t| t.as_secs());
     for (key, secs) in [("grant.ttl", ttl_secs), ("grant.maxTtl", max_ttl_secs)] {
         if secs < MIN_TTL_SECS {
-            return Err((
-                key.into(),
+            return Err(InvalidKey::new(
+                key,
                 format!("{secs}s is under the Kubernetes minimum of 10 minutes"),
             ));
         }
         if secs > MAX_TTL_SECS {
-            return Err((
-                key.into(),
+            return Err(InvalidKey::new(
+                key,
                 format!("{secs}s is over the Kubernetes maximum of 2^32 seconds"),
             ));
         }
     }
     if ttl_secs > max_ttl_secs {
-        return Err((
-            "grant.ttl".into(),
+        return Err(InvalidKey::new(
+            "grant.ttl",
             format!("default {ttl_secs}s is above maxTtl {max_ttl_secs}s"),
         ));
     }

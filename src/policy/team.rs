@@ -8,10 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use super::{
-    ClaimPath, GrantedAccount, IssuerRules, Matcher, Policy, PolicyError, RawPolicy, RawTest,
-    compile_one, is_dns1123_label,
+    ClaimPath, ConfigDuration, GrantedAccount, InvalidKey, IssuerRules, Matcher, Policy,
+    PolicyError, RawPolicy, RawTest, compile_one, is_dns1123_label,
 };
-use crate::config::ConfigDuration;
 
 /// A team file as written: policies and their tests, nothing else (issuers, Kubernetes
 /// settings and other teams belong to the main file).
@@ -55,29 +54,29 @@ pub struct Ceiling {
 
 impl Ceiling {
     /// Validates a ceiling against the main file's issuers; the error is `(key, message)`.
-    pub fn compile(
-        raw: &RawCeiling,
-        issuers: &[IssuerRules<'_>],
-    ) -> Result<Self, (String, String)> {
+    pub fn compile(raw: &RawCeiling, issuers: &[IssuerRules<'_>]) -> Result<Self, InvalidKey> {
         if raw.issuers.is_empty() {
-            return Err(("issuers".into(), "name at least one issuer".into()));
+            return Err(InvalidKey::new("issuers", "name at least one issuer"));
         }
         if let Some(unknown) = raw
             .issuers
             .iter()
             .find(|name| !issuers.iter().any(|i| i.name == name.as_str()))
         {
-            return Err(("issuers".into(), format!("unknown issuer {unknown:?}")));
+            return Err(InvalidKey::new(
+                "issuers",
+                format!("unknown issuer {unknown:?}"),
+            ));
         }
         if raw.namespaces.is_empty() {
-            return Err((
-                "namespaces".into(),
-                "name at least one namespace glob".into(),
+            return Err(InvalidKey::new(
+                "namespaces",
+                "name at least one namespace glob",
             ));
         }
         if let Some(bad) = raw.namespaces.iter().find(|glob| !is_namespace_glob(glob)) {
-            return Err((
-                "namespaces".into(),
+            return Err(InvalidKey::new(
+                "namespaces",
                 format!(
                     "{bad:?} is not a namespace glob (lowercase letters, digits, `-` and `*`, \
                      at most 63 characters)"
@@ -90,24 +89,24 @@ impl Ceiling {
                     .iter()
                     .any(|a| a.is_empty() || a.chars().any(char::is_control)))
         {
-            return Err((
-                "audiences".into(),
-                "a non-empty list of audiences, or omit the key for the API server's own".into(),
+            return Err(InvalidKey::new(
+                "audiences",
+                "a non-empty list of audiences, or omit the key for the API server's own",
             ));
         }
         let max_ttl_secs = raw.max_ttl.map(ConfigDuration::as_secs);
         if let Some(secs) = max_ttl_secs
             && secs < super::MIN_TTL_SECS
         {
-            return Err((
-                "maxTtl".into(),
+            return Err(InvalidKey::new(
+                "maxTtl",
                 format!("{secs}s is under the Kubernetes minimum of 10 minutes"),
             ));
         }
         let mut matchers = Vec::with_capacity(raw.matches.len());
         for (key, value) in &raw.matches {
-            let matcher =
-                Matcher::compile(value).map_err(|message| (format!("match.{key}"), message))?;
+            let matcher = Matcher::compile(value)
+                .map_err(|message| InvalidKey::new(format!("match.{key}"), message))?;
             matchers.push((ClaimPath::parse(key), matcher));
         }
         Ok(Self {
@@ -215,8 +214,8 @@ pub fn compile_team(
                 format!("unknown issuer {:?}", policy.issuer),
             ));
         };
-        let mut one =
-            compile_one(policy, rules, &ceiling.matchers).map_err(|(key, m)| fail(&key, m))?;
+        let mut one = compile_one(policy, rules, &ceiling.matchers)
+            .map_err(|InvalidKey { key, message }| fail(&key, message))?;
         one.name.clone_from(&qualified);
         for (i, account) in one.grant.service_accounts.iter().enumerate() {
             let key = format!("grant.serviceAccounts[{i}]");
