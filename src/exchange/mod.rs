@@ -24,7 +24,7 @@ pub use snapshot::Snapshot;
 use crate::k8s::{MintRequest, MintedToken, Minter};
 use crate::metrics::{Metrics, RateLimitScope};
 use crate::oidc::{VerifiedToken, VerifyError};
-use crate::policy::{Grant, Request};
+use crate::policy::{Grant, Request, Trace};
 
 /// The exchange and what it runs on: the config in force, the minter, the limits and the
 /// metrics. Shared by every request.
@@ -212,7 +212,7 @@ impl Exchange {
         let identity = self.verify(&snapshot, credential).await?;
         let grants = snapshot
             .policies
-            .applicable(&identity.issuer, &identity.claims, &mut None)
+            .applicable(&identity.issuer, &identity.claims, &mut Trace::off())
             .into_iter()
             .map(|applicable| Entitlement {
                 policy: applicable.policy.name.clone(),

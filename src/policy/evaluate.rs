@@ -98,13 +98,39 @@ impl Denial {
     }
 }
 
-/// Where a decision's explanation goes, when one is wanted (`tokenvend explain`); on the
-/// request path it is `None` and costs nothing.
-pub type Trace<'t> = Option<&'t mut Vec<String>>;
+/// Where a decision's explanation goes (`tokenvend explain`, `check`). Off on the request
+/// path, where it costs nothing; on or off, the same policies are tested the same way.
+#[derive(Debug, Default)]
+pub struct Trace {
+    lines: Option<Vec<String>>,
+}
 
-fn note(trace: &mut Trace<'_>, line: impl FnOnce() -> String) {
-    if let Some(lines) = trace {
-        lines.push(line());
+impl Trace {
+    /// Records nothing.
+    pub fn off() -> Self {
+        Self { lines: None }
+    }
+
+    /// Records a line per step.
+    pub fn on() -> Self {
+        Self {
+            lines: Some(Vec::new()),
+        }
+    }
+
+    pub(super) fn is_on(&self) -> bool {
+        self.lines.is_some()
+    }
+
+    pub(super) fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(lines) = &mut self.lines {
+            lines.push(line());
+        }
+    }
+
+    /// The lines recorded (none when off).
+    pub fn into_lines(self) -> Vec<String> {
+        self.lines.unwrap_or_default()
     }
 }
 
@@ -124,24 +150,20 @@ impl PolicySet {
         claims: &Map<String, Value>,
         request: &Request,
     ) -> Result<Grant, Denial> {
-        self.decide(issuer, claims, request, None)
+        self.decide(issuer, claims, request, &mut Trace::off())
     }
 
-    /// The same decision, with a line per step explaining it. The decision is the one
-    /// [`Self::evaluate`] makes, through the claim index as on the request path, so that config
-    /// tests and explanations exercise what serves; the lines come from testing every policy,
-    /// so that they name each one that does not apply.
+    /// The same decision, made the same way, with a line per step explaining it: each policy
+    /// of the issuer that does not apply is named with the reason.
     pub fn explain(
         &self,
         issuer: &str,
         claims: &Map<String, Value>,
         request: &Request,
     ) -> (Result<Grant, Denial>, Vec<String>) {
-        let mut lines = Vec::new();
-        let scanned = self.decide(issuer, claims, request, Some(&mut lines));
-        let decision = self.evaluate(issuer, claims, request);
-        debug_assert_eq!(decision, scanned, "the claim index changed a decision");
-        (decision, lines)
+        let mut trace = Trace::on();
+        let decision = self.decide(issuer, claims, request, &mut trace);
+        (decision, trace.into_lines())
     }
 
     fn decide(
@@ -149,9 +171,9 @@ impl PolicySet {
         issuer: &str,
         claims: &Map<String, Value>,
         request: &Request,
-        mut trace: Trace<'_>,
+        trace: &mut Trace,
     ) -> Result<Grant, Denial> {
-        let applicable = self.applicable(issuer, claims, &mut trace);
+        let applicable = self.applicable(issuer, claims, trace);
         if applicable.is_empty() {
             return Err(Denial::NoPolicyMatched);
         }
@@ -164,20 +186,16 @@ impl PolicySet {
             .filter(|a| a.service_accounts.contains(&wanted))
             .collect();
         if granting.is_empty() {
-            note(&mut trace, || {
-                format!("no applicable policy grants {wanted}")
-            });
+            trace.note(|| format!("no applicable policy grants {wanted}"));
             return Err(Denial::ServiceAccountNotGranted(wanted));
         }
         for candidate in granting {
             match candidate.policy.grant_for(&wanted, request) {
                 Some(grant) => {
-                    note(&mut trace, || {
-                        format!("policy {:?} grants {wanted}", grant.policy)
-                    });
+                    trace.note(|| format!("policy {:?} grants {wanted}", grant.policy));
                     return Ok(grant);
                 }
-                None => note(&mut trace, || {
+                None => trace.note(|| {
                     format!(
                         "policy {:?} grants {wanted} but not the requested audiences",
                         candidate.policy.name
@@ -190,18 +208,20 @@ impl PolicySet {
 
     /// The policies that apply to these claims, in file order, each with the service accounts
     /// it grants them (templates rendered; a name that renders invalid, or into a protected
-    /// namespace, grants nothing). Only
-    /// the issuer's candidate policies are tested, unless a trace is wanted: an explanation
-    /// names every policy that does not apply.
+    /// namespace, grants nothing). Only the candidates the issuer's claim index leaves are
+    /// tested; a trace names the others as not matching the indexed claim.
     pub fn applicable<'s>(
         &'s self,
         issuer: &str,
         claims: &Map<String, Value>,
-        trace: &mut Trace<'_>,
+        trace: &mut Trace,
     ) -> Vec<Applicable<'s>> {
         let mut applicable = Vec::new();
-        // An explanation names every policy that does not apply, so it tests them all.
-        for &index in self.to_test(issuer, claims, trace.is_some()).iter() {
+        let candidates = self.to_test(issuer, claims);
+        if trace.is_on() {
+            self.note_left_out(issuer, &candidates, trace);
+        }
+        for &index in candidates.iter() {
             let policy = &self.policies[index];
             if !policy.applies(claims, trace) {
                 continue;
@@ -210,7 +230,7 @@ impl PolicySet {
             for account in &policy.grant.service_accounts {
                 match account.render(claims) {
                     Ok(sa) if account.fixed().is_none() && self.is_protected(sa.namespace()) => {
-                        note(trace, || {
+                        trace.note(|| {
                             format!(
                                 "policy {:?}: {account}: renders {sa}, in a protected namespace",
                                 policy.name
@@ -219,13 +239,13 @@ impl PolicySet {
                     }
                     Ok(sa) if !service_accounts.contains(&sa) => service_accounts.push(sa),
                     Ok(_) => {}
-                    Err(reason) => note(trace, || {
-                        format!("policy {:?}: {account}: {reason}", policy.name)
-                    }),
+                    Err(reason) => {
+                        trace.note(|| format!("policy {:?}: {account}: {reason}", policy.name))
+                    }
                 }
             }
             if service_accounts.is_empty() {
-                note(trace, || {
+                trace.note(|| {
                     format!(
                         "policy {:?} applies but grants no valid service account",
                         policy.name
@@ -233,14 +253,14 @@ impl PolicySet {
                 });
                 continue;
             }
-            note(trace, || format!("policy {:?} applies", policy.name));
+            trace.note(|| format!("policy {:?} applies", policy.name));
             applicable.push(Applicable {
                 policy,
                 service_accounts,
             });
         }
         if applicable.is_empty() {
-            note(trace, || format!("no policy of issuer {issuer:?} applies"));
+            trace.note(|| format!("no policy of issuer {issuer:?} applies"));
         }
         applicable
     }
@@ -261,13 +281,13 @@ fn only_choice(applicable: &[Applicable<'_>]) -> Result<ServiceAccountRef, Denia
 
 impl Policy {
     /// Whether every matcher and the condition hold for these claims.
-    pub fn applies(&self, claims: &Map<String, Value>, trace: &mut Trace<'_>) -> bool {
+    pub fn applies(&self, claims: &Map<String, Value>, trace: &mut Trace) -> bool {
         for (path, matcher) in &self.matchers {
             if !path
                 .lookup(claims)
                 .is_some_and(|value| matcher.holds(value))
             {
-                note(trace, || {
+                trace.note(|| {
                     let hint = path
                         .lookup(claims)
                         .and_then(|value| matcher.separator_hint(value))
@@ -288,14 +308,12 @@ impl Policy {
         match condition.holds(claims) {
             Ok(true) => true,
             Ok(false) => {
-                note(trace, || {
-                    format!("policy {:?}: condition is false", self.name)
-                });
+                trace.note(|| format!("policy {:?}: condition is false", self.name));
                 false
             }
             Err(reason) => {
                 tracing::debug!(policy = %self.name, %reason, "policy condition undecided");
-                note(trace, || format!("policy {:?}: {reason}", self.name));
+                trace.note(|| format!("policy {:?}: {reason}", self.name));
                 false
             }
         }

@@ -41,6 +41,11 @@ impl IssuerPolicies {
         self.index = ExactIndex::build(policies, &self.all);
     }
 
+    /// The claim the index is over, if there is an index.
+    pub fn indexed_claim(&self) -> Option<&ClaimPath> {
+        self.index.as_ref().map(|index| &index.path)
+    }
+
     /// The policies that can apply to `claims`, in file order: all of them, or the index's
     /// candidates.
     pub fn candidates(&self, claims: &Map<String, Value>) -> Cow<'_, [usize]> {
@@ -135,8 +140,8 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    use super::super::PolicySet;
     use super::super::test_support::claims;
+    use super::super::{PolicySet, Trace};
     use super::*;
 
     fn compile(policies: Vec<Value>) -> PolicySet {
@@ -150,14 +155,17 @@ mod tests {
 
     /// The names of the policies that apply, found through the index and by testing all.
     fn applicable_both_ways(set: &PolicySet, claims: &Map<String, Value>) -> [Vec<String>; 2] {
-        let names = |trace: &mut Option<&mut Vec<String>>| {
-            set.applicable("ci", claims, trace)
-                .iter()
-                .map(|a| a.policy.name.clone())
-                .collect::<Vec<_>>()
-        };
-        let mut lines = Vec::new();
-        [names(&mut None), names(&mut Some(&mut lines))]
+        let indexed = set
+            .applicable("ci", claims, &mut Trace::off())
+            .iter()
+            .map(|a| a.policy.name.clone())
+            .collect();
+        let scanned = set
+            .iter()
+            .filter(|policy| policy.issuer == "ci" && policy.applies(claims, &mut Trace::off()))
+            .map(|policy| policy.name.clone())
+            .collect();
+        [indexed, scanned]
     }
 
     #[test]
@@ -183,6 +191,30 @@ mod tests {
         assert_eq!(
             applicable_both_ways(&set, &caller),
             [vec!["p3", "p20", "p22"], vec!["p3", "p20", "p22"]]
+        );
+    }
+
+    #[test]
+    fn an_explanation_tests_the_same_candidates_and_names_the_policies_the_index_left_out() {
+        let set = compile(
+            (0..10)
+                .map(|n| policy(n, &json!({"repository": format!("acme/app-{n}")})))
+                .collect(),
+        );
+        let caller = claims(json!({"repository": "acme/app-3"}));
+        let (decision, lines) = set.explain("ci", &caller, &crate::policy::Request::default());
+        assert_eq!(decision.unwrap().policy, "p3");
+        assert!(
+            lines.contains(&r#"policy "p5": claim repository does not match"#.to_owned()),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|line| line.ends_with("does not match"))
+                .count(),
+            9,
+            "{lines:?}"
         );
     }
 

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 pub use check::{CheckReport, TestOutcome, run_tests};
 pub use condition::Condition;
 pub use duration::ConfigDuration;
-pub use evaluate::{Denial, Grant, Request, RequestError};
+pub use evaluate::{Denial, Grant, Request, RequestError, Trace};
 pub use file::{Expectation, RawGrant, RawPolicy, RawTest, RawTestRequest};
 pub use matcher::{ClaimPath, Matcher};
 pub use names::{ServiceAccountRef, is_dns1123_label, is_dns1123_subdomain};
@@ -151,14 +151,27 @@ impl PolicySet {
         self.policies.iter().any(|p| p.name == name)
     }
 
-    /// The policies of one issuer to test against these claims (indices, in file order): every
-    /// one when `all`, else those the claim index leaves; the others certainly do not apply
-    /// (see [`index`]).
-    fn to_test(&self, issuer: &str, claims: &Map<String, Value>, all: bool) -> Cow<'_, [usize]> {
+    /// The policies of one issuer to test against these claims (indices, in file order): those
+    /// the claim index leaves; the others certainly do not apply (see [`index`]).
+    fn to_test(&self, issuer: &str, claims: &Map<String, Value>) -> Cow<'_, [usize]> {
         match self.by_issuer.get(issuer) {
             None => Cow::Borrowed(&[]),
-            Some(policies) if all => Cow::Borrowed(&policies.all),
             Some(policies) => policies.candidates(claims),
+        }
+    }
+
+    /// Notes, for an explanation, each policy of `issuer` that the claim index left out of
+    /// `candidates`: its value of the indexed claim is not the caller's.
+    fn note_left_out(&self, issuer: &str, candidates: &[usize], trace: &mut Trace) {
+        let Some(policies) = self.by_issuer.get(issuer) else {
+            return;
+        };
+        let Some(claim) = policies.indexed_claim() else {
+            return;
+        };
+        for index in policies.all.iter().filter(|i| !candidates.contains(i)) {
+            let name = &self.policies[*index].name;
+            trace.note(|| format!("policy {name:?}: claim {} does not match", claim.as_str()));
         }
     }
 
