@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use super::reload;
+use super::reload::{self, ConfigWatch};
 use super::tls::{ReloadingCert, TlsFiles};
 use crate::config::{Config, KubernetesSettings};
 use crate::exchange::{Exchange, LimitSettings, Limits, Snapshot};
@@ -74,7 +74,7 @@ pub struct Application {
     /// The `kubernetes:` block in force (not reloadable).
     kubernetes: KubernetesSettings,
     /// The config file to reload, and how often to look at it.
-    watch: Option<(PathBuf, Duration, Option<Vec<u8>>)>,
+    watch: Option<ConfigWatch>,
     /// The team files in force at start: the first reload's last good versions.
     team_files: Vec<crate::config::TeamFile>,
     tls: Option<PublicTls>,
@@ -165,9 +165,7 @@ impl Application {
     /// SIGHUP, while running.
     #[must_use]
     pub fn watch_config(mut self, path: PathBuf, poll_interval: Duration) -> Self {
-        // Read now: a change made after this point is a change, however soon the watcher starts.
-        let loaded = crate::config::fingerprint(&path);
-        self.watch = Some((path, poll_interval, loaded));
+        self.watch = Some(ConfigWatch::new(path, poll_interval));
         self
     }
 
@@ -197,12 +195,10 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut background =
             spawn_background(state.clone(), self.client, self.kubernetes.request_timeout);
-        if let Some((path, poll_interval, loaded)) = self.watch {
+        if let Some(watch) = self.watch {
             let watching = reload::watch(
                 state.clone(),
-                path,
-                poll_interval,
-                loaded,
+                watch,
                 self.kubernetes,
                 self.options.own_namespace.clone(),
                 self.team_files,

@@ -15,22 +15,47 @@ use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::oidc::{IssuerSettings, Verifier};
 
-/// Watches `path` (and its team files) and reloads it into `state` until the task is aborted.
-/// `loaded` is the [`crate::config::fingerprint`] from when the config in force was read, and
-/// `team_files` its team files; `kubernetes` is the block the service was
-/// started with (it cannot change without a restart); `own_namespace` is protected in every
-/// config it loads.
-pub async fn watch(
-    state: AppState,
+/// The config file to watch, as it was when the config in force was read, and the SIGHUP
+/// listener. Both are taken when `serve` sets the watch up, before it says it is serving: a
+/// change from then on is a change, and a SIGHUP from then on reloads instead of ending the
+/// process (the default action of a signal nobody listens for).
+pub struct ConfigWatch {
     path: PathBuf,
     poll_interval: Duration,
     loaded: Option<Vec<u8>>,
+    hangup: Hangup,
+}
+
+impl ConfigWatch {
+    pub fn new(path: PathBuf, poll_interval: Duration) -> Self {
+        let loaded = crate::config::fingerprint(&path);
+        Self {
+            path,
+            poll_interval,
+            loaded,
+            hangup: hangup_signal(),
+        }
+    }
+}
+
+/// Watches the config file (and its team files) and reloads it into `state` until the task
+/// is aborted. `team_files` are the team files of the config in force; `kubernetes` is the
+/// block the service was started with (it cannot change without a restart); `own_namespace`
+/// is protected in every config it loads.
+pub async fn watch(
+    state: AppState,
+    watch: ConfigWatch,
     kubernetes: KubernetesSettings,
     own_namespace: Option<String>,
     mut team_files: Vec<TeamFile>,
 ) {
+    let ConfigWatch {
+        path,
+        poll_interval,
+        loaded,
+        mut hangup,
+    } = watch;
     let mut last = loaded;
-    let mut hangup = hangup_signal();
     loop {
         let signalled = tokio::select! {
             () = tokio::time::sleep(poll_interval) => false,
