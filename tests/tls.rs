@@ -1,8 +1,7 @@
 //! TLS on the public listener: a generated certificate is served, and after its files are
 //! rotated new connections get the new certificate while an open connection keeps working.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dev_pki::tls::{DevCa, ServerCert};
@@ -15,52 +14,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use test_support::app::{CONFIG, spawn_app_serving, webapp_claims};
-
-/// Everything this test binary logged at WARN and above (one process-wide subscriber).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
-    type Writer = Self;
-
-    fn make_writer(&'w self) -> Self {
-        self.clone()
-    }
-}
-
-fn warnings() -> String {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    let captured = LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(captured.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        captured
-    });
-    String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned()
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use test_support::logs::warnings;
+use test_support::sandbox::TempDir;
 
 /// Replaces both files the way a Secret volume update does: each one atomically.
 fn install(cert: &ServerCert, files: &TlsFiles) {
@@ -124,13 +79,12 @@ async fn healthz(stream: &mut TlsStream<TcpStream>) -> String {
 }
 
 fn temp_dir(name: &str) -> (TempDir, TlsFiles) {
-    let dir = std::env::temp_dir().join(format!("tokenvend-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new(name);
     let files = TlsFiles {
-        cert: Path::new(&dir).join("tls.crt"),
-        key: Path::new(&dir).join("tls.key"),
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
     };
-    (TempDir(dir), files)
+    (dir, files)
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -17,56 +17,18 @@ use dev_pki::tls::{DevCa, serve_tls};
 use jsonwebtoken::Algorithm;
 use kube_standin::ApiServer;
 use serde_json::{Value, json};
+use test_support::logs::warnings;
 use tokenvend::config::Config;
 use tokenvend::dev::session::{kube_config_for, stand_in_options};
 use tokenvend::service::{Application, Listen};
 
 pub const AUDIENCE: &str = "tokenvend";
 
-/// What this test binary logged at WARN and above (one process-wide subscriber, installed by
-/// the first service; the tests look for lines naming their own issuer's port or values).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
-    type Writer = Self;
-
-    fn make_writer(&'w self) -> Self {
-        self.clone()
-    }
-}
-
-static LOGS: OnceLock<Captured> = OnceLock::new();
-
-fn capture_logs() -> &'static Captured {
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(captured.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        captured
-    })
-}
-
 /// Waits (up to 20 s) for a logged line holding every one of `parts`.
 pub async fn logged(parts: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = String::from_utf8_lossy(&capture_logs().0.lock().unwrap()).into_owned();
+        let text = warnings();
         if text
             .lines()
             .any(|line| parts.iter().all(|part| line.contains(part)))
@@ -366,7 +328,7 @@ impl Service {
 
     pub async fn start_with_config(text: &str) -> Self {
         serving::crypto::install_providers().unwrap();
-        capture_logs();
+        warnings();
         let config = Config::parse(text, Path::new("security.yaml")).unwrap();
         let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let apiserver = ApiServer::start(loopback, stand_in_options(&config, "service-token"))
