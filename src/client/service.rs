@@ -63,13 +63,36 @@ pub fn check_transport(url: &str, what: &str) -> anyhow::Result<()> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| anyhow::anyhow!("{what} {url:?} is not a URL: {e}"))?;
     match (parsed.scheme(), parsed.host_str()) {
-        ("https", Some(_)) | ("http", Some("127.0.0.1" | "localhost" | "[::1]")) => Ok(()),
+        ("https", Some(_)) => Ok(()),
+        // The host as written, too: the URL parser reads `0x7f.0.0.1` or `2130706433` as
+        // 127.0.0.1, but kubectl (Go) would look such a name up in DNS.
+        ("http", Some(host @ ("127.0.0.1" | "localhost" | "[::1]")))
+            if written_host(url).is_some_and(|written| written.eq_ignore_ascii_case(host)) =>
+        {
+            Ok(())
+        }
         ("http", _) => anyhow::bail!(
             "{what} {url:?}: refusing plain http:// off loopback, which would carry tokens in \
              clear; use https:// (plain http:// is for 127.0.0.1, localhost and [::1] only)"
         ),
         _ => anyhow::bail!("{what} {url:?} must be an https:// URL"),
     }
+}
+
+/// The host of an `http://` URL exactly as written (no user info, port or path).
+fn written_host(url: &str) -> Option<&str> {
+    let rest = url
+        .get(..7)?
+        .eq_ignore_ascii_case("http://")
+        .then(|| &url[7..])?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.contains('@') {
+        return None;
+    }
+    Some(match authority.strip_prefix('[') {
+        Some(_) => &authority[..=authority.find(']')?],
+        None => authority.split(':').next()?,
+    })
 }
 
 /// Why the service gave no token. Never carries a token.
@@ -170,4 +193,30 @@ fn http_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
         builder = builder.tls_certs_merge(certs);
     }
     Ok(builder.build()?)
+}
+
+#[cfg(test)]
+mod transport_tests {
+    use super::check_transport;
+
+    #[test]
+    fn plain_http_is_allowed_only_to_a_loopback_host_written_as_such() {
+        for (url, allowed) in [
+            ("https://tokenvend.example.com", true),
+            ("http://127.0.0.1:8080", true),
+            ("http://localhost:8080/v1", true),
+            ("HTTP://LOCALHOST", true),
+            ("http://[::1]:8080", true),
+            ("http://tokenvend.example.com", false),
+            ("http://127.0.0.1.evil.example", false),
+            ("http://localhost@evil.example", false),
+            ("http://user@127.0.0.1", false),
+            ("http://0x7f.0.0.1", false),
+            ("http://2130706433", false),
+            ("http://127.1", false),
+            ("ftp://127.0.0.1", false),
+        ] {
+            assert_eq!(check_transport(url, "--server").is_ok(), allowed, "{url}");
+        }
+    }
 }

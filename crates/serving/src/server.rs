@@ -175,7 +175,7 @@ impl PeerConnections {
         if self.cap == 0 {
             return Some(PeerSlot { counted: None });
         }
-        let peer = peer.to_canonical();
+        let peer = peer_key(peer);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(peer).or_insert(0);
         if *count >= self.cap {
@@ -225,6 +225,17 @@ impl Drop for PeerSlot {
     }
 }
 
+/// What the per-peer cap counts by: an IPv4 address (also when mapped into IPv6), or an IPv6
+/// /64, which one host usually holds whole and could otherwise spread its connections over.
+fn peer_key(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+            v6.to_bits() & !u128::from(u64::MAX),
+        )),
+        v4 => v4,
+    }
+}
+
 /// How long accepting pauses when the process is out of file descriptors or memory.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -262,17 +273,32 @@ impl ExhaustionWarning {
     }
 }
 
-/// Errors about one incoming connection (reset before accept), not the listener.
+/// Errors about one incoming connection, not the listener: reset before accept, or, on Linux,
+/// a network error already pending on it, which accept(2) passes on (its manual asks servers
+/// to treat ENETDOWN, EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP and
+/// ENETUNREACH like EAGAIN).
 fn is_per_connection(error: &std::io::Error) -> bool {
     use std::io::ErrorKind;
+    const PENDING_NETWORK_ERRORS: [i32; 8] = [100, 71, 92, 112, 64, 113, 95, 101];
     matches!(
         error.kind(),
         ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
-    )
+    ) || error
+        .raw_os_error()
+        .is_some_and(|code| PENDING_NETWORK_ERRORS.contains(&code))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn peers_are_counted_by_ipv4_address_or_ipv6_64() {
+        let key = |text: &str| peer_key(text.parse().unwrap());
+        assert_eq!(key("192.0.2.7"), key("::ffff:192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
+
     use super::*;
     use axum::routing::get;
     use std::net::SocketAddr;
