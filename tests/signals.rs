@@ -1,5 +1,7 @@
-//! `tokenvend serve` as a process, and the signals it is sent in production: SIGHUP with a
-//! config that does not load, and SIGTERM with a request that outlasts the grace period.
+//! `tokenvend serve` as a process, and the signals it is sent in production: SIGHUP reloads
+//! its config file (and a config that does not load is refused); SIGTERM lets a request in
+//! flight finish, refuses new connections and exits 0, or cuts a request that outlasts the
+//! grace period; and running out of file descriptors does not end it.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,33 +17,15 @@ use tokenvend::config::Config;
 use tokenvend::dev::session::stand_in_options;
 
 use test_support::app::{CONFIG, webapp_claims};
+use test_support::sandbox::TempDir;
 
 const SERVICE_TOKEN: &str = "service-token";
 
-/// A scratch directory, removed when the test ends, however it ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tokenvend-{name}-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Writes `text` to `name` in `dir`; returns its path.
+fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// The local issuer and the API stand-in, in this process.
@@ -96,20 +80,23 @@ struct Serve {
 
 impl Serve {
     /// Starts `serve` on the scratch directory's config.yaml, with HOME in the scratch directory.
-    fn start(scratch: &Scratch, upstreams: &Upstreams, flags: &[&str]) -> Self {
+    fn start(scratch: &TempDir, upstreams: &Upstreams, flags: &[&str]) -> Self {
         Self::start_with_fd_limit(scratch, upstreams, flags, None)
     }
 
     /// As [`Serve::start`], under `prlimit --nofile=N` when a limit is given.
     fn start_with_fd_limit(
-        scratch: &Scratch,
+        scratch: &TempDir,
         upstreams: &Upstreams,
         flags: &[&str],
         fd_limit: Option<u32>,
     ) -> Self {
-        let config = scratch.write("config.yaml", &upstreams.config_text);
-        let kubeconfig =
-            scratch.write("kubeconfig", &upstreams.apiserver.kubeconfig(SERVICE_TOKEN));
+        let config = write(scratch, "config.yaml", &upstreams.config_text);
+        let kubeconfig = write(
+            scratch,
+            "kubeconfig",
+            &upstreams.apiserver.kubeconfig(SERVICE_TOKEN),
+        );
         let mut command = match fd_limit {
             None => Command::new(env!("CARGO_BIN_EXE_tokenvend")),
             Some(limit) => {
@@ -127,7 +114,7 @@ impl Serve {
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(flags)
             .env("KUBECONFIG", &kubeconfig)
-            .env("HOME", &scratch.0)
+            .env("HOME", scratch.home())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -268,7 +255,7 @@ impl Drop for Serve {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_config_that_does_not_load_is_logged_counted_and_ignored() {
     let upstreams = Upstreams::start("2s").await;
-    let scratch = Scratch::new("sighup");
+    let scratch = TempDir::new("sighup");
     // Polling the file is slower than the test: only SIGHUP can make it reload.
     let mut serve = Serve::start(&scratch, &upstreams, &["--config-poll-interval", "1h"]);
     assert_eq!(
@@ -280,7 +267,7 @@ async fn sighup_with_a_config_that_does_not_load_is_logged_counted_and_ignored()
         200
     );
 
-    scratch.write("config.yaml", "issuers: [\n");
+    write(&scratch, "config.yaml", "issuers: [\n");
     serve.signal("HUP");
     serve.await_reloads("error", 1.0).await;
     assert_eq!(
@@ -309,7 +296,7 @@ async fn sighup_with_a_config_that_does_not_load_is_logged_counted_and_ignored()
         .await;
 
     // A loadable config on the next SIGHUP is put in force.
-    scratch.write("config.yaml", &upstreams.config_text);
+    write(&scratch, "config.yaml", &upstreams.config_text);
     serve.signal("HUP");
     serve.await_reloads("success", 1.0).await;
     assert_eq!(serve.reloads("error").await, 1.0);
@@ -320,7 +307,7 @@ async fn sigterm_cuts_a_request_that_outlasts_the_grace_period_and_exits_zero() 
     // The API server stalls for 30 s and the deadline would wait for it: only the 1 s grace
     // period can end the request.
     let upstreams = Upstreams::start("30s").await;
-    let scratch = Scratch::new("grace");
+    let scratch = TempDir::new("grace");
     let mut serve = Serve::start(&scratch, &upstreams, &["--shutdown-grace-period", "1s"]);
     upstreams
         .apiserver
@@ -362,7 +349,7 @@ async fn sigterm_cuts_a_request_that_outlasts_the_grace_period_and_exits_zero() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_file_descriptors_pauses_accepting_instead_of_ending_the_service() {
     let upstreams = Upstreams::start("2s").await;
-    let scratch = Scratch::new("fd-limit");
+    let scratch = TempDir::new("fd-limit");
     let serve = Serve::start_with_fd_limit(&scratch, &upstreams, &[], Some(96));
     let public: std::net::SocketAddr = serve.public.parse().unwrap();
     // More connections than the process has descriptors for, from five addresses so that the
@@ -397,5 +384,94 @@ async fn running_out_of_file_descriptors_pauses_accepting_instead_of_ending_the_
             serve.log.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_request_completes_it_refuses_new_connections_and_exits_zero() {
+    // A deadline well above the stall, so that the in-flight request can succeed.
+    let upstreams = Upstreams::start("30s").await;
+    let scratch = TempDir::new("shutdown");
+    let mut serve = Serve::start(&scratch, &upstreams, &["--shutdown-grace-period", "30s"]);
+    upstreams
+        .apiserver
+        .inject(Fault::Stall(Duration::from_secs(3)));
+    let in_flight = tokio::spawn({
+        let request = serve
+            .http
+            .post(format!("http://{}/v1/token", serve.public))
+            .bearer_auth(upstreams.id_token());
+        async move { request.send().await }
+    });
+    let waiting = Instant::now();
+    while upstreams.apiserver.token_requests() == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "the request never reached the API"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    serve.signal("TERM");
+    // The listener closes at once: connecting is refused while the request is still draining.
+    let refusing = Instant::now();
+    loop {
+        match tokio::net::TcpStream::connect(&serve.public).await {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            _ => {}
+        }
+        assert!(
+            refusing.elapsed() < Duration::from_secs(30),
+            "new connections still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request was dropped");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["serviceAccount"]["name"], "deployer");
+    let status = serve
+        .exit_within(Duration::from_secs(30))
+        .await
+        .expect("tokenvend did not exit after SIGTERM");
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file() {
+    let upstreams = Upstreams::start("2s").await;
+    let scratch = TempDir::new("sighup-reload");
+    let serve = Serve::start(&scratch, &upstreams, &["--config-poll-interval", "1h"]);
+    let status = || async {
+        let response = serve.exchange(&upstreams.id_token()).await.unwrap();
+        response.status().as_u16()
+    };
+    assert_eq!(status().await, 200);
+
+    // The caller's policy goes; the file changes, and only SIGHUP makes it count.
+    write(
+        &scratch,
+        "config.yaml",
+        &upstreams
+            .config_text
+            .replacen("repository: acme/webapp", "repository: acme/nobody", 1),
+    );
+    assert_eq!(
+        status().await,
+        200,
+        "reloaded without SIGHUP (the poll interval is an hour)"
+    );
+    serve.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status().await != 403 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the config"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
