@@ -2,16 +2,7 @@ use serde_json::json;
 
 use test_support::app::{spawn_app, webapp_claims};
 
-/// The value of one sample line, e.g. `tokenvend_requests_total{endpoint="token",outcome="issued"}`.
-pub fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
+pub use test_support::app::sample;
 
 #[tokio::test]
 async fn counters_follow_each_outcome_exactly() {

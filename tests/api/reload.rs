@@ -5,17 +5,9 @@ use serde_json::json;
 use test_support::app::{CONFIG, TestApp, assert_error, spawn_app_watching, webapp_claims};
 use test_support::sandbox::TempDir;
 
+/// A series' value, 0 while it is absent.
 fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    test_support::app::sample(metrics, series).unwrap_or(0.0)
 }
 
 async fn reloads(app: &TestApp, result: &str) -> f64 {

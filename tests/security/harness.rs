@@ -569,13 +569,4 @@ pub async fn setup() -> (ScriptedIssuer, ScriptedIssuer, Service) {
     (alpha, beta, service)
 }
 
-/// The value of one series in a Prometheus text exposition, if present.
-pub fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
+pub use test_support::app::sample;

@@ -282,3 +282,15 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
     body
 }
+
+/// The value of one series in a Prometheus text exposition, if present, e.g.
+/// `tokenvend_requests_total{endpoint="token",outcome="issued"}`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
