@@ -2,6 +2,7 @@
 //! minting needs, the scan for the legacy token Secrets it replaces, and the client documents
 //! (kubeconfig, ExecCredential) that carry a minted token to kubectl.
 
+pub mod binding;
 mod contact;
 mod kubeconfig;
 pub mod legacy;
