@@ -256,6 +256,28 @@ async fn delete_answers_kube_apiservers_exact_bodies() {
             "message": format!("Operation cannot be fulfilled on secrets \"plain\": StorageError: invalid object, Code: 4, Key: /registry/secrets/payments/plain, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: other, UID in object meta: {uid}"),
             "reason":"Conflict","details":{"name":"plain","kind":"secrets"},"code":409})
     );
+    let version = server
+        .secrets()
+        .into_iter()
+        .find(|s| name_of(s) == "plain")
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let reply = delete(
+        &server,
+        path,
+        Some(ADMIN),
+        Some(r#"{"preconditions":{"resourceVersion":"999"}}"#),
+    )
+    .await;
+    assert_eq!(reply.status, 409, "{}", reply.text);
+    assert_eq!(
+        reply.json()["message"],
+        format!(
+            "Operation cannot be fulfilled on secrets \"plain\": StorageError: invalid object, Code: 4, Key: /registry/secrets/payments/plain, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: ResourceVersion in precondition: 999, ResourceVersion in object meta: {version}"
+        )
+    );
     // Without a body, and with a dry run: nothing is deleted.
     let reply = delete(&server, &format!("{path}?dryRun=All"), Some(ADMIN), None).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -516,10 +538,22 @@ async fn a_recreated_secret_of_the_same_name_does_not_revive_the_token() {
     server.shutdown().await;
 }
 
+#[test]
+fn the_success_cache_ttl_defaults_to_kube_apiservers() {
+    assert_eq!(
+        ApiServerOptions::default().token_success_cache_ttl,
+        Duration::from_secs(10)
+    );
+}
+
 #[tokio::test]
 async fn a_revoked_token_still_passes_within_the_success_cache_ttl() {
-    // kube-apiserver's default TTL, 10 s: the checks below run well inside it.
-    let server = start(options()).await;
+    // A TTL far longer than the few requests below take (kube-apiserver's is 10 s).
+    let server = start(ApiServerOptions {
+        token_success_cache_ttl: Duration::from_secs(600),
+        ..options()
+    })
+    .await;
     let api = secrets_api(&server, ADMIN).await;
     let secret = create_binding(&api, "1").await;
     let reply = mint_secret_bound(&server, &name_of(&secret)).await;
