@@ -154,13 +154,40 @@ async fn a_create_is_refused_like_kube_apiserver_refuses_it() {
                 {"reason":"FieldValueInvalid","message":format!("Invalid value: \"a b\": {key_error}"),"field":"data[a b]"}]},
             "code":422})
     );
+    // ValidateSecret's order: object meta, data keys, then the type's own rules.
+    let reply = post(
+        &server,
+        path,
+        Some(ADMIN),
+        r#"{"metadata":{"name":"t","labels":{"app":"-x"},"annotations":{"a b":"x"}},"type":"kubernetes.io/service-account-token","data":{"k k":""}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    let fields: Vec<Value> = reply.json()["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cause| json!([cause["field"], cause["reason"]]))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            json!(["metadata.labels", "FieldValueInvalid"]),
+            json!(["metadata.annotations", "FieldValueInvalid"]),
+            json!(["data[k k]", "FieldValueInvalid"]),
+            json!([
+                "metadata.annotations[kubernetes.io/service-account.name]",
+                "FieldValueRequired"
+            ]),
+        ]
+    );
     let reply = post(&server, path, Some(ADMIN), r#"{"metadata":{}}"#).await;
     assert_eq!(reply.status, 422, "{}", reply.text);
     assert_eq!(
         reply.json()["message"],
         "Secret \"\" is invalid: metadata.name: Required value: name or generateName is required"
     );
-    assert_eq!(server.secret_writes(), 4);
+    assert_eq!(server.secret_writes(), 5);
     assert_eq!(server.secrets().len(), options().secrets.len());
     server.shutdown().await;
 }
