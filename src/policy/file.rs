@@ -33,6 +33,8 @@ pub struct RawGrant {
     pub ttl: Option<ConfigDuration>,
     #[serde(default)]
     pub max_ttl: Option<ConfigDuration>,
+    #[serde(default)]
+    pub revocable: bool,
 }
 
 /// One entry of `tests:`: claims, a request, and the decision expected.
