@@ -1,6 +1,7 @@
 //! The command line (README.md, "The two commands"; `tokenvend --help`): one binary, one subcommand per job.
 
 mod offline;
+mod revoke;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ enum Command {
     Rbac(RbacArgs),
     /// List long-lived service-account token Secrets, and which policy already covers each.
     LegacyScan(LegacyScanArgs),
+    /// Revoke revocable tokens: delete their binding Secrets (by binding, policy, subject or
+    /// issue time), with your own Kubernetes credentials.
+    Revoke(revoke::RevokeArgs),
     /// Obtain a token from a tokenvend service: print it, write it, keep a file fresh, or
     /// act as a kubectl exec plugin.
     Token(crate::client::TokenArgs),
@@ -209,6 +213,7 @@ impl Cli {
             Command::Rbac(args) => print_rbac(&args),
             Command::LegacyScan(args) => legacy_scan(args).await,
             Command::Token(args) => crate::client::run(args, shutdown_signal()).await,
+            Command::Revoke(args) => return revoke::run(args).await,
             Command::Check(args) => return Ok(offline::check(&args)),
             Command::Explain(args) => return offline::explain(&args),
         };
