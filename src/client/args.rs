@@ -77,6 +77,18 @@ pub struct TokenArgs {
     /// Application log format (logs go to stderr).
     #[arg(long, value_enum, default_value = "pretty")]
     log_format: LogFormat,
+    /// Revoke the token in this file instead of getting one (`-`: stdin), e.g. as the last
+    /// step of a CI job: any output of `tokenvend token` (the token, JSON, an ExecCredential,
+    /// a kubeconfig) or the exec-credential cache file. Retries a busy service a few times.
+    #[arg(
+        long,
+        value_name = "TOKEN_FILE",
+        conflicts_with_all = [
+            "id_token_source", "service_account", "audiences", "expiration", "output", "out",
+            "watch", "cache_file", "no_cache",
+        ]
+    )]
+    pub(super) revoke: Option<PathBuf>,
 
     /// Refresh after this fraction of the lifetime (tests shorten it).
     #[arg(long, default_value_t = 0.8, hide = true)]
