@@ -126,7 +126,7 @@ pub(super) async fn run(args: RevokeArgs) -> anyhow::Result<ExitCode> {
     kube_config.read_timeout = Some(CALL_TIMEOUT);
     let client = kube::Client::try_from(kube_config)?;
 
-    let bindings = match revoke::find(&client, &target, &Scope::AllNamespaces).await {
+    let found = match revoke::find(&client, &target, &Scope::AllNamespaces).await {
         Err(FindError::List { source, .. }) if revoke::is_forbidden(&source) => {
             let namespaces = revocable_namespaces(&config);
             anyhow::ensure!(
@@ -143,9 +143,17 @@ pub(super) async fn run(args: RevokeArgs) -> anyhow::Result<ExitCode> {
         }
         found => found?,
     };
+    for error in &found.errors {
+        eprintln!("error: {error}");
+    }
+    let bindings = found.bindings;
     if bindings.is_empty() {
-        eprintln!("No binding Secret matches; nothing to revoke.");
-        return Ok(ExitCode::SUCCESS);
+        if found.errors.is_empty() {
+            eprintln!("No binding Secret matches; nothing to revoke.");
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("error: nothing revoked: no search succeeded with a match (errors above)");
+        return Ok(ExitCode::FAILURE);
     }
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut rows = Vec::with_capacity(bindings.len());
@@ -176,6 +184,14 @@ pub(super) async fn run(args: RevokeArgs) -> anyhow::Result<ExitCode> {
             "error: {failed} of {} binding(s) could not be revoked; their tokens may still be valid",
             rows.len()
         );
+    }
+    if !found.errors.is_empty() {
+        eprintln!(
+            "error: {} search(es) failed (above): matching bindings there were not revoked",
+            found.errors.len()
+        );
+    }
+    if failed > 0 || !found.errors.is_empty() {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

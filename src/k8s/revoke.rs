@@ -108,28 +108,42 @@ pub enum Scope {
     Namespaces(Vec<String>),
 }
 
-/// The named bindings of `target` (each must exist and be a binding), or every binding that
-/// `scope` holds, in both cases kept only when every condition of `target` holds. Sorted by
+/// What a search found, and the namespaces or names it could not search (the rest was
+/// searched regardless: in an incident, revoking what can be reached beats revoking nothing).
+#[derive(Debug, Default)]
+pub struct Found {
+    pub bindings: Vec<Binding>,
+    pub errors: Vec<FindError>,
+}
+
+/// The named bindings of `target` (each must be a binding), or every binding that `scope`
+/// holds, in both cases kept only when every condition of `target` holds. Sorted by
 /// namespace and name.
 ///
 /// # Errors
-/// A list or get the API server refuses or cannot answer; a named Secret that is not a
-/// binding (wrong type or name), which is never deleted.
+/// A cluster-wide list the API server refuses or cannot answer (the caller may fall back to
+/// namespaces), or a named Secret that is not a binding (wrong type or name): then nothing is
+/// to be revoked. A failed list of one namespace or get of one name is in [`Found::errors`].
 pub async fn find(
     client: &kube::Client,
     target: &Target,
     scope: &Scope,
-) -> std::result::Result<Vec<Binding>, FindError> {
-    let mut found = Vec::new();
+) -> std::result::Result<Found, FindError> {
+    let mut found = Found::default();
     if target.bindings.is_empty() {
         match scope {
             Scope::AllNamespaces => {
-                found.extend(list(Api::all(client.clone()), &target.selector, None).await?);
+                found
+                    .bindings
+                    .extend(list(Api::all(client.clone()), &target.selector, None).await?);
             }
             Scope::Namespaces(namespaces) => {
                 for namespace in namespaces {
                     let api = Api::namespaced(client.clone(), namespace);
-                    found.extend(list(api, &target.selector, Some(namespace)).await?);
+                    match list(api, &target.selector, Some(namespace)).await {
+                        Ok(bindings) => found.bindings.extend(bindings),
+                        Err(error) => found.errors.push(error),
+                    }
                 }
             }
         }
@@ -145,27 +159,29 @@ pub async fn find(
                         why,
                     })?;
                     if selected(&binding, &target.selector) {
-                        found.push(binding);
+                        found.bindings.push(binding);
                     }
                 }
-                // Nothing to revoke: reported as not found by the caller's empty result.
+                // Gone already: nothing to revoke.
                 Err(error) if is_not_found(&error) => {}
-                Err(source) => {
-                    return Err(FindError::Get {
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                        source,
-                    });
-                }
+                Err(source) => found.errors.push(FindError::Get {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    source,
+                }),
             }
         }
     }
-    found.retain(|binding| match (target.issued_before, binding.created) {
-        (Some(before), Some(created)) => created < before,
-        (Some(_), None) => false,
-        (None, _) => true,
-    });
-    found.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    found
+        .bindings
+        .retain(|binding| match (target.issued_before, binding.created) {
+            (Some(before), Some(created)) => created < before,
+            (Some(_), None) => false,
+            (None, _) => true,
+        });
+    found
+        .bindings
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Ok(found)
 }
 
