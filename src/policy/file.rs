@@ -33,6 +33,7 @@ pub struct RawGrant {
     pub ttl: Option<ConfigDuration>,
     #[serde(default)]
     pub max_ttl: Option<ConfigDuration>,
+    /// Bind each token to a Secret of its own, so that deleting the Secret revokes it.
     #[serde(default)]
     pub revocable: bool,
 }

@@ -58,7 +58,7 @@ pub struct GrantRule {
     pub audiences: Option<Vec<String>>,
     pub ttl_secs: u64,
     pub max_ttl_secs: u64,
-    /// Each token is bound to a Secret of its own, which revocation deletes (docs/revocation.md).
+    /// `grant.revocable`: each token is bound to a Secret of its own (`k8s::binding`).
     pub revocable: bool,
 }
 
