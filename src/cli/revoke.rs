@@ -354,3 +354,46 @@ fn escape(text: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_times_are_rfc3339_now_or_a_duration_ago() {
+        let before = Timestamp::now();
+        assert_eq!(
+            parse_time("2026-11-30T06:00:00Z").unwrap(),
+            "2026-11-30T06:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert!(parse_time("now").unwrap() >= before);
+        let ago = parse_time("30m").unwrap();
+        let expected = before - jiff::SignedDuration::from_mins(30);
+        assert!(ago >= expected && ago < before, "{ago} vs {expected}");
+        for bad in ["yesterday", "2026-11-30", "-5m", ""] {
+            assert!(parse_time(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn table_cells_cannot_drive_the_terminal() {
+        let binding = Binding {
+            namespace: "payments".into(),
+            name: "tokenvend-abc".into(),
+            uid: "u".into(),
+            policy: "deploy".into(),
+            issuer: "ci".into(),
+            subject: "repo:x\u{1b}[2J\nfake row".into(),
+            issuer_url: "https://ci.example.com".into(),
+            service_account: "payments/deployer".into(),
+            expires: String::new(),
+            created: None,
+            subject_label: String::new(),
+        };
+        let table = table(&[(&binding, revoke::Result::Revoked)]);
+        assert_eq!(table.lines().count(), 2, "{table}");
+        assert!(!table.contains('\u{1b}'), "{table}");
+        assert!(table.contains("repo:x\\u{1b}[2J\\nfake row"), "{table}");
+        assert!(table.contains("<none>"), "an empty expiry shows as <none>");
+    }
+}
