@@ -100,7 +100,8 @@ struct AuditLine<'a> {
     binding: String,
     policy: &'a str,
     issuer: &'a str,
-    subject: &'a str,
+    /// Caller-controlled text: cut as the service's audit record cuts claim strings.
+    subject: String,
     namespace: &'a str,
     service_account: &'a str,
     expiration_timestamp: &'a str,
@@ -280,12 +281,19 @@ fn audit_line(
         binding: format!("{}/{}", binding.namespace, binding.name),
         policy: &binding.policy,
         issuer: &binding.issuer,
-        subject: &binding.subject,
+        subject: capped(&binding.subject),
         namespace: &binding.namespace,
         service_account: &binding.service_account,
         expiration_timestamp: &binding.expires,
     };
     serde_json::to_string(&line).expect("an audit line serialises")
+}
+
+/// Claim strings in an audit line are cut to this many characters, as the service does.
+const MAX_AUDIT_CHARS: usize = 256;
+
+fn capped(text: &str) -> String {
+    text.chars().take(MAX_AUDIT_CHARS).collect()
 }
 
 const HEADERS: [&str; 6] = [

@@ -139,6 +139,28 @@ mod tests {
         ] {
             assert_eq!(token_in(&text).as_deref(), Some(token), "{text}");
         }
+        // And as `tokenvend token` itself renders each output.
+        let document: super::super::service::TokenDocument =
+            serde_json::from_value(serde_json::json!({
+                "token": token,
+                "expirationTimestamp": "2030-01-01T00:00:00Z",
+                "serviceAccount": {"namespace": "production", "name": "deployer"},
+                "cluster": {"server": "https://k8s.example.com"},
+            }))
+            .unwrap();
+        for output in [
+            super::super::output::Output::Token,
+            super::super::output::Output::Json,
+            super::super::output::Output::ExecCredential,
+            super::super::output::Output::Kubeconfig,
+        ] {
+            let text = super::super::output::render(&document, output).unwrap();
+            assert_eq!(
+                token_in(&text).as_deref(),
+                Some(token),
+                "{output:?}: {text}"
+            );
+        }
         for bad in ["", "  \n", "two words", r#"{"other":1}"#, "users: []\n"] {
             assert_eq!(token_in(bad), None, "{bad:?}");
         }
