@@ -280,6 +280,15 @@ fn print_rbac(args: &RbacArgs) -> anyhow::Result<()> {
     let revocable =
         rbac::revocation::revocable_namespaces(config.policies.iter().map(|p| &p.grant));
     rbac::revocation::add(&mut plan, &revocable, &args.service_account, &protected);
+    if !config.teams.is_empty() {
+        plan.warnings.push(
+            "note: revocable team policies count as the team files are now; a team file that \
+             later makes a policy revocable in another namespace needs this output regenerated \
+             (until then tokenvend cannot create its binding Secrets there and refuses those \
+             requests)"
+                .to_owned(),
+        );
+    }
     for warning in &plan.warnings {
         eprintln!("{warning}");
     }

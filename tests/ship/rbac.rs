@@ -416,3 +416,16 @@ async fn revocable_grants_let_tokenvend_write_binding_secrets_in_their_namespace
     );
     apiserver.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_team_files_the_command_says_a_later_revocable_team_policy_needs_new_rbac() {
+    let output = tokenvend(&["rbac", "--config", "config/teams.yaml"], None).await;
+    stdout_of(&output);
+    let warnings = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        warnings.contains("makes a policy revocable") && warnings.contains("regenerated"),
+        "{warnings}"
+    );
+    let plain = tokenvend(&["rbac", "--config", "config/github-actions.yaml"], None).await;
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("revocable"));
+}
