@@ -30,6 +30,10 @@ const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 Conditions combine: a binding is revoked when it matches every one given. At least one is \
 required; to revoke every binding, say so with --issued-before now.
 
+stdout: one JSON line (audit record) per binding; stderr: the table and any errors.
+Exit status: 0 when every matching binding is gone (none matching included); 1 when anything \
+failed (every other binding is still tried first); 2 for invalid flags.
+
 Examples:
   tokenvend revoke --config tokenvend.yaml --policy deploy-webapp-production
   tokenvend revoke --config tokenvend.yaml --issuer github \\
