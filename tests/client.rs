@@ -531,3 +531,176 @@ async fn plain_http_to_a_server_off_loopback_is_refused_before_any_connection() 
     );
     assert!(!stderr.contains("x.y.z"), "{stderr}");
 }
+
+/// What a revocation endpoint stand-in saw: each request's content type and form fields.
+#[derive(Default)]
+struct RevocationsSeen {
+    requests: Vec<(String, Vec<(String, String)>)>,
+}
+
+/// `POST /oauth2/revoke` that answers the queued statuses in turn (503 with `Retry-After: 1`
+/// for a 503), then 200 with an empty body. Returns its base URL.
+async fn revocation_endpoint(mut statuses: Vec<u16>, seen: Arc<Mutex<RevocationsSeen>>) -> String {
+    statuses.reverse();
+    let statuses = Arc::new(Mutex::new(statuses));
+    let router = axum::Router::new().route(
+        "/oauth2/revoke",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let fields: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+                .into_owned()
+                .collect();
+            seen.lock().unwrap().requests.push((content_type, fields));
+            let status = statuses.lock().unwrap().pop().unwrap_or(200);
+            async move {
+                let mut headers = HeaderMap::new();
+                if status == 503 {
+                    headers.insert("retry-after", "1".parse().unwrap());
+                }
+                let body = if status == 400 {
+                    r#"{"error":"invalid_request"}"#
+                } else {
+                    ""
+                };
+                (StatusCode::from_u16(status).unwrap(), headers, body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address
+}
+
+fn tokenvend_revoke(server: &str, dir: &TempDir, file: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenvend"));
+    private_home(&mut command, &dir.home());
+    command
+        .args(["token", "--server", server, "--revoke"])
+        .arg(file)
+        .env_remove("RUST_LOG");
+    command
+}
+
+const REVOKED_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXZva2UtbWUifQ.c2lnbmF0dXJl";
+
+#[tokio::test]
+async fn revoke_posts_the_token_as_a_form_retries_a_503_once_and_never_prints_it() {
+    let seen = Arc::new(Mutex::new(RevocationsSeen::default()));
+    let server = revocation_endpoint(vec![503], seen.clone()).await;
+    let dir = TempDir::new("client-revoke");
+    // The exec-credential cache holds the JSON answer: revocable as it is.
+    let file = dir.join("exec-credential-cache.json");
+    std::fs::write(
+        &file,
+        json!({"token": REVOKED_TOKEN, "expirationTimestamp": "2030-01-01T00:00:00Z"}).to_string(),
+    )
+    .unwrap();
+    let mut command = tokenvend_revoke(&server, &dir, &file);
+    // A job sets these for its exchange step; they do not stand in the way of revoking.
+    command
+        .env("TOKENVEND_SERVICE_ACCOUNT", "production/deployer")
+        .env("TOKENVEND_ID_TOKEN_FILE", dir.join("id-token"));
+    let output = output_of(command).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    for stream in [&output.stdout, &output.stderr] {
+        assert!(!text(stream).contains(REVOKED_TOKEN), "{}", text(stream));
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.requests.len(), 2, "one 503, then the retry");
+    for (content_type, fields) in &seen.requests {
+        assert_eq!(content_type, "application/x-www-form-urlencoded");
+        assert_eq!(
+            fields,
+            &[
+                ("token".to_owned(), REVOKED_TOKEN.to_owned()),
+                ("token_type_hint".to_owned(), "access_token".to_owned()),
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn revoke_reads_stdin_and_a_refusal_is_an_error_without_the_token() {
+    let seen = Arc::new(Mutex::new(RevocationsSeen::default()));
+    let server = revocation_endpoint(vec![400], seen.clone()).await;
+    let dir = TempDir::new("client-revoke-refused");
+    let mut command = tokenvend_revoke(&server, &dir, Path::new("-"));
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{REVOKED_TOKEN}\n").as_bytes())
+            .unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("400") && stderr.contains("invalid_request"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(REVOKED_TOKEN) && !text(&output.stdout).contains(REVOKED_TOKEN));
+    assert_eq!(
+        seen.lock().unwrap().requests.len(),
+        1,
+        "a 400 is not retried"
+    );
+}
+
+#[tokio::test]
+async fn revoke_gives_up_after_a_bounded_number_of_503s() {
+    let seen = Arc::new(Mutex::new(RevocationsSeen::default()));
+    let server = revocation_endpoint(vec![503; 10], seen.clone()).await;
+    let dir = TempDir::new("client-revoke-busy");
+    let file = dir.join("token");
+    std::fs::write(&file, REVOKED_TOKEN).unwrap();
+    let output = output_of(tokenvend_revoke(&server, &dir, &file)).await;
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("not revoked"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(seen.lock().unwrap().requests.len(), 4);
+}
+
+#[tokio::test]
+async fn revoke_refuses_plain_http_off_loopback_and_a_file_without_a_token() {
+    let dir = TempDir::new("client-revoke-refusals");
+    let file = dir.join("token");
+    std::fs::write(&file, REVOKED_TOKEN).unwrap();
+    let output = output_of(tokenvend_revoke(
+        "http://tokenvend.example.com",
+        &dir,
+        &file,
+    ))
+    .await;
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("https://"),
+        "{}",
+        text(&output.stderr)
+    );
+    std::fs::write(&file, "{}").unwrap();
+    let output = output_of(tokenvend_revoke("http://127.0.0.1:9", &dir, &file)).await;
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("no token found"),
+        "{}",
+        text(&output.stderr)
+    );
+}

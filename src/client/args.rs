@@ -77,6 +77,21 @@ pub struct TokenArgs {
     /// Application log format (logs go to stderr).
     #[arg(long, value_enum, default_value = "pretty")]
     log_format: LogFormat,
+    /// Revoke the token in this file instead of getting one (`-`: stdin), e.g. as the last
+    /// step of a CI job: any output of `tokenvend token` (the token, JSON, an ExecCredential,
+    /// a kubeconfig) or the exec-credential cache file. Retries a busy service a few times.
+    /// The flags of an exchange that a job may set through the environment
+    /// (TOKENVEND_SERVICE_ACCOUNT, TOKENVEND_ID_TOKEN_FILE, ...) are ignored; output flags
+    /// (--output, --out, --watch, the cache) cannot be combined with it.
+    #[arg(
+        long,
+        value_name = "TOKEN_FILE",
+        conflicts_with_all = [
+            "github_actions", "id_token_env", "id_token_stdin", "audiences", "expiration",
+            "output", "out", "watch", "cache_file", "no_cache",
+        ]
+    )]
+    pub(super) revoke: Option<PathBuf>,
 
     /// Refresh after this fraction of the lifetime (tests shorten it).
     #[arg(long, default_value_t = 0.8, hide = true)]

@@ -1,12 +1,14 @@
 //! `tokenvend token`: the client. It obtains the caller's OIDC ID token ([`source`]), exchanges
 //! it at the service ([`service`]) and prints, writes ([`private_file`]) or keeps refreshing
 //! ([`watch`]) the result in the chosen [`output`]. As a kubectl exec plugin it reuses a cached
-//! credential ([`cache`]) until shortly before it expires.
+//! credential ([`cache`]) until shortly before it expires. With `--revoke` it hands a token
+//! back instead ([`revoke`]).
 
 mod args;
 pub mod cache;
 pub mod output;
 pub mod private_file;
+pub mod revoke;
 pub mod service;
 pub mod source;
 pub mod watch;
@@ -38,6 +40,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     args.init_logging()?;
     serving::crypto::install_providers()?;
+    if let Some(path) = &args.revoke {
+        let service = Service::new(&args.server, args.ca_file.as_deref())?;
+        return revoke::run(&service, path).await;
+    }
     let client = Client {
         source: args.source()?,
         service: Service::new(&args.server, args.ca_file.as_deref())?,

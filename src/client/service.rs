@@ -180,6 +180,66 @@ impl Service {
     }
 }
 
+/// The answer to one revocation request.
+#[derive(Debug)]
+pub enum RevokeAnswer {
+    /// 200: the token is revoked, or was never revocable (the server does not say which).
+    Done,
+    /// 503 or 429: try again after this long (the server's `Retry-After`, when it sent one).
+    Later(Option<Duration>),
+}
+
+impl Service {
+    /// Asks the service to revoke `token` (`POST /oauth2/revoke`, RFC 7009), once.
+    ///
+    /// # Errors
+    /// See [`ServiceError`]; an error body is cut, and the token is blotted out of it should
+    /// a server echo it.
+    pub async fn revoke(&self, token: &SecretString) -> Result<RevokeAnswer, ServiceError> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", token.expose_secret())
+            .append_pair("token_type_hint", "access_token")
+            .finish();
+        let response = self
+            .http
+            .post(format!("{}/oauth2/revoke", self.server))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ServiceError::Transport {
+                server: self.server.clone(),
+                message: e.without_url().to_string(),
+            })?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        match status {
+            200 => Ok(RevokeAnswer::Done),
+            429 | 503 => Ok(RevokeAnswer::Later(retry_after)),
+            _ => {
+                let body: String = text
+                    .replace(token.expose_secret(), "[token]")
+                    .chars()
+                    .take(MAX_ERROR_BODY)
+                    .collect();
+                Err(ServiceError::Refused {
+                    status,
+                    body: body.trim_end().to_owned(),
+                })
+            }
+        }
+    }
+}
+
 fn http_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)

@@ -8,6 +8,7 @@ mod kubeconfig;
 pub mod legacy;
 mod mint;
 pub mod rbac;
+pub mod revoke;
 
 pub use contact::{ApiContact, probe};
 pub use kubeconfig::{EXEC_CREDENTIAL_API_VERSION, ExecCredential, KubeconfigCluster, kubeconfig};

@@ -18,6 +18,7 @@
 //! since tokenvend never renders a template into one.
 
 mod admission;
+pub mod revocation;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -58,6 +58,8 @@ pub struct GrantRule {
     pub audiences: Option<Vec<String>>,
     pub ttl_secs: u64,
     pub max_ttl_secs: u64,
+    /// `grant.revocable`: each token is bound to a Secret of its own (`k8s::binding`).
+    pub revocable: bool,
 }
 
 /// Namespaces no template may render into when the config names none: the cluster's own.
@@ -386,6 +388,7 @@ fn compile_grant(raw: &RawGrant) -> Result<GrantRule, InvalidKey> {
         audiences: raw.audiences.clone(),
         ttl_secs,
         max_ttl_secs,
+        revocable: raw.revocable,
     })
 }
 

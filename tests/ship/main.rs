@@ -6,4 +6,5 @@ mod deploy;
 mod legacy_scan;
 mod openapi;
 mod rbac;
+mod revoke;
 mod support;

@@ -273,3 +273,159 @@ async fn mint_status(minter: &KubeMinter, service_account: &str) -> u16 {
         Err(other) => panic!("{service_account}: {other}"),
     }
 }
+
+const REVOCABLE: &str = r#"
+issuers:
+  - {name: ci, url: "https://ci.example.com", audiences: [tokenvend]}
+policies:
+  - name: deploy
+    issuer: ci
+    match: {sub: deploy}
+    grant: {serviceAccounts: [payments/deployer], revocable: true}
+  - name: read
+    issuer: ci
+    match: {sub: read}
+    grant: {serviceAccounts: [staging/reader]}
+"#;
+
+/// 2xx as 200, else the API server's status code.
+fn code<T>(result: Result<T, kube::Error>) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(kube::Error::Api(status)) => status.code,
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn revocable_grants_let_tokenvend_write_binding_secrets_in_their_namespaces_and_read_none() {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+    use tokenvend::k8s::binding::{BindingSpec, Selector};
+
+    serving::crypto::install_providers().unwrap();
+    let config = scratch_file("revocable.yaml", REVOCABLE);
+    let yaml = stdout_of(&tokenvend(&["rbac", "--config", config.to_str().unwrap()], None).await);
+    let apiserver = ApiServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ApiServerOptions {
+            service_accounts: vec![seed("payments/deployer"), seed("staging/reader")],
+            secrets: vec![kube_standin::SeedSecret::opaque("payments", "database")],
+            users: vec![SeedUser::new(SERVICE_TOKEN, SERVICE_USER)],
+            ..ApiServerOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(
+        kube_config_for(&apiserver, SERVICE_TOKEN, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let binding = |namespace: &'static str| {
+        BindingSpec {
+            namespace,
+            service_account: "deployer",
+            policy: "deploy",
+            issuer: "ci",
+            iss: "https://ci.example.com",
+            sub: "deploy",
+            expires: jiff::Timestamp::now() + jiff::SignedDuration::from_mins(15),
+        }
+        .secret()
+    };
+    let payments: Api<Secret> = Api::namespaced(client.clone(), "payments");
+    let staging: Api<Secret> = Api::namespaced(client.clone(), "staging");
+    // Without the printed rules nothing is allowed: the rules are what grants.
+    assert_eq!(
+        code(
+            payments
+                .create(&PostParams::default(), &binding("payments"))
+                .await
+        ),
+        403
+    );
+    apiserver.set_rbac(stand_in_rules(&yaml));
+
+    let created = payments
+        .create(&PostParams::default(), &binding("payments"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            staging
+                .create(&PostParams::default(), &binding("staging"))
+                .await
+        ),
+        403,
+        "staging has no revocable grant"
+    );
+    // No read verb on secrets, anywhere.
+    assert_eq!(code(payments.get("database").await), 403);
+    assert_eq!(code(payments.list(&ListParams::default()).await), 403);
+    assert_eq!(
+        code(
+            Api::<Secret>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+        ),
+        403
+    );
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some("not-a-token".to_owned()),
+            audiences: None,
+        },
+        ..TokenReview::default()
+    };
+    assert_eq!(
+        code(
+            Api::<TokenReview>::all(client.clone())
+                .create(&PostParams::default(), &review)
+                .await
+        ),
+        200
+    );
+    let precondition = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: created.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let name = created.metadata.name.unwrap();
+    assert_eq!(code(payments.delete(&name, &precondition).await), 200);
+    let selector = Selector::default().to_label_selector();
+    assert_eq!(
+        code(
+            payments
+                .delete_collection(
+                    &DeleteParams::default(),
+                    &ListParams::default().labels(&selector)
+                )
+                .await
+        ),
+        200
+    );
+    assert_eq!(
+        apiserver.secrets().len(),
+        1,
+        "the collection delete matched only bindings: the other Secret stays"
+    );
+    apiserver.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_team_files_the_command_says_a_later_revocable_team_policy_needs_new_rbac() {
+    let output = tokenvend(&["rbac", "--config", "config/teams.yaml"], None).await;
+    stdout_of(&output);
+    let warnings = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        warnings.contains("makes a policy revocable") && warnings.contains("regenerated"),
+        "{warnings}"
+    );
+    let plain = tokenvend(&["rbac", "--config", "config/github-actions.yaml"], None).await;
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("revocable"));
+}
