@@ -108,10 +108,15 @@ impl Status {
 
     /// `NewInvalid(kind, name, errs)` for field errors of any type.
     pub fn invalid_fields(kind: GroupResource<'_>, name: &str, errors: &[FieldError]) -> Self {
-        let listed: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.body))
-            .collect();
+        // `ErrorList.ToAggregate` drops an error whose text is already listed; the causes
+        // keep every one.
+        let mut listed: Vec<String> = Vec::new();
+        for error in errors {
+            let text = format!("{}: {}", error.field, error.body);
+            if !listed.contains(&text) {
+                listed.push(text);
+            }
+        }
         let aggregate = match listed.as_slice() {
             [one] => one.clone(),
             many => format!("[{}]", many.join(", ")),

@@ -249,12 +249,24 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
     Ok(cluster.insert_secret(secret))
 }
 
-/// `ValidateSecret`, in its order: the object meta (name, labels, annotation keys), the data
-/// keys, then the one type whose rule the stand-in models (a service-account token Secret
-/// names its account).
+/// `ValidateSecret` (`pkg/apis/core/validation/validation.go`), in its order: the object
+/// meta (`generateName`, name, labels, annotation keys and their total size), the data keys
+/// and the data's total size, then the one type whose rule the stand-in models (a
+/// service-account token Secret names its account). Upstream iterates Go maps, so errors of
+/// several labels or data keys come in random order; here they come in key order.
 fn validate(secret: &Secret) -> Vec<FieldError> {
     let meta = &secret.metadata;
     let mut errors = Vec::new();
+    let generate_name = meta.generate_name.as_deref().unwrap_or_default();
+    if !generate_name.is_empty() {
+        for detail in validation::name_is_dns_subdomain(generate_name, true) {
+            errors.push(validation::invalid(
+                "metadata.generateName",
+                generate_name,
+                &detail,
+            ));
+        }
+    }
     let name = meta.name.as_deref().unwrap_or_default();
     if name.is_empty() {
         errors.push(validation::required(
@@ -272,10 +284,15 @@ fn validate(secret: &Secret) -> Vec<FieldError> {
     if let Some(annotations) = &meta.annotations {
         errors.extend(validation::annotations(annotations));
     }
-    for key in secret.data.iter().flat_map(BTreeMap::keys) {
+    let mut size = 0;
+    for (key, value) in secret.data.iter().flatten() {
         for detail in validation::config_map_key(key) {
             errors.push(validation::invalid(&format!("data[{key}]"), key, &detail));
         }
+        size += value.0.len();
+    }
+    if size > validation::MAX_SECRET_SIZE {
+        errors.push(validation::too_long("data", validation::MAX_SECRET_SIZE));
     }
     if secret.type_.as_deref() == Some(SERVICE_ACCOUNT_TOKEN_TYPE)
         && meta

@@ -192,6 +192,220 @@ async fn a_create_is_refused_like_kube_apiserver_refuses_it() {
     server.shutdown().await;
 }
 
+/// The 422's causes as `(field, reason, message)`.
+fn causes(reply: &Reply) -> Vec<(String, String, String)> {
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    reply.json()["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cause| {
+            let text = |name: &str| cause[name].as_str().unwrap_or_default().to_owned();
+            (text("field"), text("reason"), text("message"))
+        })
+        .collect()
+}
+
+fn invalid(field: &str, message: String) -> (String, String, String) {
+    (field.to_owned(), "FieldValueInvalid".to_owned(), message)
+}
+
+/// What apimachinery's `content.IsLabelKey` says of a name part that breaks its regex.
+const LABEL_KEY_RULE: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const SUBDOMAIN_RULE: &str = r"a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+async fn create_raw(server: &ApiServer, body: &Value) -> Reply {
+    post(
+        server,
+        "/api/v1/namespaces/payments/secrets",
+        Some(ADMIN),
+        &body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn label_keys_and_values_are_refused_with_apimachinerys_wording() {
+    let server = start(options()).await;
+    let labels = |labels: Value| json!({"metadata": {"name": "s", "labels": labels}});
+    // More than one '/': the whole key is refused at once.
+    let reply = create_raw(&server, &labels(json!({"a/b/c": "v"}))).await;
+    assert_eq!(
+        causes(&reply),
+        [invalid(
+            "metadata.labels",
+            format!(
+                "Invalid value: \"a/b/c\": a valid label key {LABEL_KEY_RULE} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+            )
+        )]
+    );
+    // An empty name part is both empty and not matching the regex.
+    let reply = create_raw(&server, &labels(json!({"example.com/": "v"}))).await;
+    assert_eq!(
+        causes(&reply),
+        [
+            invalid(
+                "metadata.labels",
+                "Invalid value: \"example.com/\": name part must be non-empty".to_owned()
+            ),
+            invalid(
+                "metadata.labels",
+                format!("Invalid value: \"example.com/\": name part {LABEL_KEY_RULE}")
+            ),
+        ]
+    );
+    // Lengths of label keys, their prefixes and label values are counted in bytes.
+    let long = "a".repeat(64);
+    let reply = create_raw(&server, &labels(json!({ long.clone(): "v" }))).await;
+    assert_eq!(
+        causes(&reply),
+        [invalid(
+            "metadata.labels",
+            format!("Invalid value: \"{long}\": name part must be no more than 63 bytes")
+        )]
+    );
+    let reply = create_raw(&server, &labels(json!({ "k": long.clone() }))).await;
+    assert_eq!(
+        causes(&reply),
+        [invalid(
+            "metadata.labels",
+            format!("Invalid value: \"{long}\": must be no more than 63 bytes")
+        )]
+    );
+    let prefixed = format!("{}/k", "a".repeat(254));
+    let reply = create_raw(&server, &labels(json!({ prefixed.clone(): "v" }))).await;
+    assert_eq!(
+        causes(&reply),
+        [invalid(
+            "metadata.labels",
+            format!("Invalid value: \"{prefixed}\": prefix part must be no more than 253 bytes")
+        )]
+    );
+    assert_eq!(server.secrets().len(), options().secrets.len());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_message_lists_identical_errors_once_and_the_causes_keep_each() {
+    let server = start(options()).await;
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "s", "labels": {"a": "-x", "b": "-x"}}}),
+    )
+    .await;
+    let value_rule = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+    let error = invalid(
+        "metadata.labels",
+        format!("Invalid value: \"-x\": {value_rule}"),
+    );
+    assert_eq!(causes(&reply), [error.clone(), error]);
+    assert_eq!(
+        reply.json()["message"],
+        format!("Secret \"s\" is invalid: metadata.labels: Invalid value: \"-x\": {value_rule}")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn generate_name_is_validated_and_the_error_names_the_generated_name() {
+    let server = start(options()).await;
+    let reply = create_raw(&server, &json!({"metadata": {"generateName": "Bad_"}})).await;
+    let body = reply.json();
+    let name = body["details"]["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("Bad_") && name.len() == 9, "{name}");
+    let generate_error = format!("Invalid value: \"Bad_\": {SUBDOMAIN_RULE}");
+    let name_error = format!("Invalid value: \"{name}\": {SUBDOMAIN_RULE}");
+    assert_eq!(
+        causes(&reply),
+        [
+            invalid("metadata.generateName", generate_error.clone()),
+            invalid("metadata.name", name_error.clone()),
+        ]
+    );
+    assert_eq!(
+        body["message"],
+        format!(
+            "Secret \"{name}\" is invalid: [metadata.generateName: {generate_error}, metadata.name: {name_error}]"
+        )
+    );
+    // The prefix check masks a trailing dash by replacing the last two characters with "a"
+    // (`maskTrailingDash`): "a.-" passes as "aa", and only the generated name is refused.
+    let reply = create_raw(&server, &json!({"metadata": {"generateName": "a.-"}})).await;
+    let fields: Vec<String> = causes(&reply).into_iter().map(|c| c.0).collect();
+    assert_eq!(fields, ["metadata.name"]);
+    assert_eq!(server.secrets().len(), options().secrets.len());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn data_over_1_mib_and_annotations_over_256_kib_are_too_long() {
+    let server = start(options()).await;
+    let base64 = |bytes: usize| base64::engine::general_purpose::STANDARD.encode(vec![b'x'; bytes]);
+    let mib = 1024 * 1024;
+    // Exactly at the limits is accepted; `stringData` counts, as it is merged into `data`
+    // before validation.
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "at-limit", "annotations": {"k": "v".repeat(256 * 1024 - 1)}},
+            "data": {"a": base64(mib - 1)}, "stringData": {"b": "y"}}),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "big", "annotations": {"k": "v".repeat(256 * 1024)}},
+            "data": {"a": base64(mib)}, "stringData": {"b": "y"}}),
+    )
+    .await;
+    let too_long = |field: &str, limit: usize| {
+        (
+            field.to_owned(),
+            "FieldValueTooLong".to_owned(),
+            format!("Too long: may not be more than {limit} bytes"),
+        )
+    };
+    assert_eq!(
+        causes(&reply),
+        [
+            too_long("metadata.annotations", 262_144),
+            too_long("data", 1_048_576)
+        ]
+    );
+    assert_eq!(
+        reply.json()["message"],
+        "Secret \"big\" is invalid: [metadata.annotations: Too long: may not be more than 262144 bytes, data: Too long: may not be more than 1048576 bytes]"
+    );
+    assert!(!server.secrets().iter().any(|s| name_of(s) == "big"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_fields_in_a_created_secret_are_warnings_not_errors() {
+    let server = start(options()).await;
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "u", "bogus": 1}, "extra": true, "type": "Opaque"}),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let mut warnings: Vec<&str> = reply
+        .headers
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    warnings.sort_unstable();
+    assert_eq!(
+        warnings,
+        [
+            r#"299 - "unknown field \"extra\"""#,
+            r#"299 - "unknown field \"metadata.bogus\"""#
+        ]
+    );
+    assert!(server.secrets().iter().any(|s| name_of(s) == "u"));
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn data_and_string_data_are_stored_as_base64_data() {
     let server = start(options()).await;
