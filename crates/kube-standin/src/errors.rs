@@ -147,6 +147,17 @@ impl Status {
         Self::failure(409, "AlreadyExists", message, Some(resource.details(name)))
     }
 
+    /// `NewGenerateNameConflict(resource, name, 1)`: AlreadyExists for a generated name, with
+    /// `retryAfterSeconds`, which also sets `Retry-After`.
+    pub fn generate_name_conflict(resource: GroupResource<'_>, name: &str) -> Self {
+        let message = format!(
+            "{} {name:?} already exists, the server was not able to generate a unique name for the object",
+            resource.qualified()
+        );
+        Self::failure(409, "AlreadyExists", message, Some(resource.details(name)))
+            .with_retry_after(1)
+    }
+
     /// `NewForbidden`, as `ForbiddenStatusError` builds it: the message is HTML-escaped and
     /// carries `: <reason>` only when the authorizer gave a reason.
     pub fn forbidden(resource: GroupResource<'_>, name: &str, message: &str, reason: &str) -> Self {

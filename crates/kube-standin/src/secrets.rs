@@ -83,8 +83,11 @@ static DELETE_OPTIONS: ApiType = ApiType {
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// The random suffix of a generated name.
 const GENERATED_SUFFIX_LENGTH: usize = 5;
-/// `maxGeneratedNameLength`: 63 - 5.
+/// `MaxGeneratedNameLength`: 63 - 5.
 const MAX_GENERATE_NAME_BASE: usize = 58;
+
+/// `maxNameGenerationCreateAttempts` of the generic registry store.
+const MAX_NAME_GENERATION_CREATE_ATTEMPTS: usize = 8;
 
 /// `generateName` plus five random characters, the base cut to 58 characters.
 fn generate_name(base: &str) -> String {
@@ -186,20 +189,6 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
         ));
     }
     meta.namespace = Some(namespace.to_owned());
-    // The etcd3 store refuses a resourceVersion on create with a plain error: a 500 Status
-    // without a reason.
-    if meta
-        .resource_version
-        .as_deref()
-        .is_some_and(|rv| !rv.is_empty())
-    {
-        return Err(Status::failure(
-            500,
-            "",
-            "resourceVersion should not be set on objects to be created".into(),
-            None,
-        ));
-    }
     // System fields (`FillObjectMetaSystemFields`) and what `BeforeCreate` clears.
     meta.uid = Some(uuid::Uuid::new_v4().to_string());
     let now = Timestamp::from_second(i64::try_from(state.now()).unwrap_or(i64::MAX))
@@ -220,7 +209,25 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
             data.insert(key, k8s_openapi::ByteString(value.into_bytes()));
         }
     }
-    let generate = secret.metadata.generate_name.clone().filter(|g| {
+    let mut cluster = state.cluster_mut();
+    let secret = store_create(
+        secret,
+        |name| cluster.secret(namespace, name).is_some(),
+        generate_name,
+    )?;
+    Ok(cluster.insert_secret(secret))
+}
+
+/// What `Store.Create` does once the handler has decoded and defaulted the object: generate
+/// the name, validate (`BeforeCreate`), then the etcd3 store's checks, the resourceVersion
+/// first and the key second. `taken` says whether a name is stored already; `generate` draws
+/// a name for a `generateName`. Returns the Secret to store.
+fn store_create(
+    secret: Secret,
+    taken: impl Fn(&str) -> bool,
+    mut generate: impl FnMut(&str) -> String,
+) -> Result<Secret, Status> {
+    let base = secret.metadata.generate_name.clone().filter(|g| {
         !g.is_empty()
             && secret
                 .metadata
@@ -229,24 +236,54 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
                 .unwrap_or_default()
                 .is_empty()
     });
-    let mut cluster = state.cluster_mut();
-    if let Some(base) = &generate {
-        // The store retries a generated name that is taken (`RetryGenerateName`).
-        let mut name = generate_name(base);
-        while cluster.secret(namespace, &name).is_some() {
-            name = generate_name(base);
+    // `createWithGenerateNameRetry` (feature `RetryGenerateName`, GA and locked on since
+    // 1.32): a generated name that is taken is drawn again, at most eight attempts in all.
+    let attempts = if base.is_some() {
+        MAX_NAME_GENERATION_CREATE_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last = String::new();
+    for _ in 0..attempts {
+        let mut candidate = secret.clone();
+        if let Some(base) = &base {
+            candidate.metadata.name = Some(generate(base));
         }
-        secret.metadata.name = Some(name);
+        let name = candidate.metadata.name.clone().unwrap_or_default();
+        let errors = validate(&candidate);
+        if !errors.is_empty() {
+            return Err(Status::invalid_fields(SECRET_KIND, &name, &errors));
+        }
+        // `APIObjectVersioner.ObjectResourceVersion` parses it as a number; text that is no
+        // number, and "0", pass and are then cleared (`PrepareObjectForStorage`).
+        if candidate
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|rv| rv.parse::<u64>().ok())
+            .is_some_and(|rv| rv != 0)
+        {
+            // A plain error, which the handler turns into a 500 without a reason.
+            return Err(Status::failure(
+                500,
+                "",
+                "resourceVersion should not be set on objects to be created".into(),
+                None,
+            ));
+        }
+        candidate.metadata.resource_version = None;
+        if !taken(&name) {
+            return Ok(candidate);
+        }
+        last = name;
     }
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let errors = validate(&secret);
-    if !errors.is_empty() {
-        return Err(Status::invalid_fields(SECRET_KIND, &name, &errors));
-    }
-    if cluster.secret(namespace, &name).is_some() {
-        return Err(Status::already_exists(SECRETS, &name));
-    }
-    Ok(cluster.insert_secret(secret))
+    // `rest.CheckGeneratedNameError`: a user's own name is plain AlreadyExists, a generated
+    // one `NewGenerateNameConflict` with a retry after one second.
+    Err(if base.is_some() {
+        Status::generate_name_conflict(SECRETS, &last)
+    } else {
+        Status::already_exists(SECRETS, &last)
+    })
 }
 
 /// `ValidateSecret` (`pkg/apis/core/validation/validation.go`), in its order: the object
@@ -599,6 +636,58 @@ fn delete_matching(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn generated(base: &str) -> Secret {
+        Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                generate_name: Some(base.to_owned()),
+                namespace: Some("payments".into()),
+                ..Default::default()
+            },
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn a_generated_name_is_drawn_at_most_eight_times() {
+        let mut draws = 0;
+        let status = store_create(
+            generated("tokenvend-"),
+            |_| true,
+            |base| {
+                draws += 1;
+                assert!(draws <= 8, "drawn a name {draws} times");
+                format!("{base}bcd{draws}f")
+            },
+        )
+        .unwrap_err();
+        assert_eq!(draws, 8);
+        let response = status.clone().into_response();
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(
+            serde_json::to_value(&status).unwrap(),
+            serde_json::json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+                "message":"secrets \"tokenvend-bcd8f\" already exists, the server was not able to generate a unique name for the object",
+                "reason":"AlreadyExists",
+                "details":{"name":"tokenvend-bcd8f","kind":"secrets","retryAfterSeconds":1},"code":409})
+        );
+        // A free name on a later draw is taken.
+        let mut draws = 0;
+        let created = store_create(
+            generated("tokenvend-"),
+            |name| name != "tokenvend-free1",
+            |base| {
+                draws += 1;
+                if draws == 3 {
+                    format!("{base}free1")
+                } else {
+                    format!("{base}taken")
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(created.metadata.name.as_deref(), Some("tokenvend-free1"));
+    }
 
     #[test]
     fn generated_names_add_five_characters_of_the_alphabet() {

@@ -380,6 +380,45 @@ async fn data_over_1_mib_and_annotations_over_256_kib_are_too_long() {
 }
 
 #[tokio::test]
+async fn a_resource_version_is_refused_after_validation_and_only_when_it_is_a_number() {
+    let server = start(options()).await;
+    // Validation (BeforeCreate) runs before the etcd3 store sees the resourceVersion.
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "Bad_Name", "resourceVersion": "5"}}),
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    // The store refuses it before it looks for the key: a taken name is still a 500.
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "plain", "resourceVersion": "5"}}),
+    )
+    .await;
+    assert_eq!(reply.status, 500, "{}", reply.text);
+    assert_eq!(
+        reply.json(),
+        json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"resourceVersion should not be set on objects to be created","code":500})
+    );
+    // `ObjectResourceVersion` parses it as a number: "0" and text that is no number pass,
+    // and the stored object gets its own resource version.
+    for (name, version) in [("rv-zero", "0"), ("rv-text", "abc")] {
+        let reply = create_raw(
+            &server,
+            &json!({"metadata": {"name": name, "resourceVersion": version}}),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let stored = reply.json()["metadata"]["resourceVersion"].clone();
+        assert!(
+            stored.as_str().unwrap().parse::<u64>().unwrap() > 0,
+            "{stored}"
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn unknown_fields_in_a_created_secret_are_warnings_not_errors() {
     let server = start(options()).await;
     let reply = create_raw(
