@@ -58,6 +58,11 @@ static SECRET: ApiType = ApiType {
         ],
     },
 };
+/// The kind `ValidateDeleteOptions` errors name.
+const DELETE_OPTIONS_KIND: GroupResource<'static> = GroupResource {
+    group: "meta.k8s.io",
+    resource: "DeleteOptions",
+};
 static PRECONDITIONS: Schema = Schema {
     fields: &[("uid", None), ("resourceVersion", None)],
 };
@@ -211,7 +216,7 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
     }
     let mut cluster = state.cluster_mut();
     let secret = store_create(
-        secret,
+        &secret,
         |name| cluster.secret(namespace, name).is_some(),
         generate_name,
     )?;
@@ -223,7 +228,7 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
 /// first and the key second. `taken` says whether a name is stored already; `generate` draws
 /// a name for a `generateName`. Returns the Secret to store.
 fn store_create(
-    secret: Secret,
+    secret: &Secret,
     taken: impl Fn(&str) -> bool,
     mut generate: impl FnMut(&str) -> String,
 ) -> Result<Secret, Status> {
@@ -353,6 +358,8 @@ struct DeleteOptions {
     preconditions: Option<Preconditions>,
     #[serde(default)]
     dry_run: Vec<String>,
+    propagation_policy: Option<String>,
+    orphan_dependents: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -368,6 +375,8 @@ struct Preconditions {
 #[serde(rename_all = "camelCase")]
 struct DeleteQuery {
     dry_run: Option<String>,
+    propagation_policy: Option<String>,
+    orphan_dependents: Option<bool>,
     label_selector: Option<String>,
     field_selector: Option<String>,
 }
@@ -392,6 +401,8 @@ impl DeleteOptions {
             return Ok(DeleteOptions {
                 preconditions: None,
                 dry_run: query.dry_run.iter().cloned().collect(),
+                propagation_policy: query.propagation_policy.clone(),
+                orphan_dependents: query.orphan_dependents,
             });
         };
         // The legacy core group registers DeleteOptions as `v1` too.
@@ -406,6 +417,42 @@ impl DeleteOptions {
             Bytes::from(serde_json::to_vec(&value).expect("JSON serialises"))
         });
         Ok(decode::decode::<DeleteOptions>(headers, body, &DELETE_OPTIONS)?.object)
+    }
+
+    /// `ValidateDeleteOptions` (`k8s.io/apimachinery` `pkg/apis/meta/v1/validation`), which
+    /// both delete handlers run before the store: orphanDependents and propagationPolicy
+    /// together, an unknown propagationPolicy, a dryRun other than `All`. A 422 on
+    /// `DeleteOptions.meta.k8s.io ""`.
+    fn validate(self) -> Result<Self, Status> {
+        let mut errors = Vec::new();
+        if let Some(policy) = &self.propagation_policy {
+            if self.orphan_dependents.is_some() {
+                errors.push(validation::invalid(
+                    "propagationPolicy",
+                    policy,
+                    "orphanDependents and deletionPropagation cannot be both set",
+                ));
+            }
+            if !matches!(policy.as_str(), "Foreground" | "Background" | "Orphan") {
+                errors.push(validation::not_supported(
+                    "propagationPolicy",
+                    &Value::from(policy.as_str()),
+                    &["Foreground", "Background", "Orphan", "nil"],
+                ));
+            }
+        }
+        if self.dry_run.iter().any(|v| v != "All") {
+            errors.push(validation::not_supported(
+                "dryRun",
+                &Value::from(self.dry_run.clone()),
+                &["All"],
+            ));
+        }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(Status::invalid_fields(DELETE_OPTIONS_KIND, "", &errors))
+        }
     }
 }
 
@@ -493,6 +540,7 @@ pub async fn delete(
     let result = Query::<DeleteQuery>::try_from_uri(&uri)
         .map_err(|e| Status::bad_request(e.body_text()))
         .and_then(|Query(query)| DeleteOptions::read(&headers, body, &query))
+        .and_then(DeleteOptions::validate)
         .and_then(|options| delete_one(&mut state.cluster_mut(), &namespace, &name, &options));
     match result {
         Ok(deleted) => (StatusCode::OK, axum::Json(deleted)).into_response(),
@@ -577,7 +625,7 @@ pub async fn delete_collection(
                 custom,
             )
             .map_err(Status::bad_request)?;
-            let options = DeleteOptions::read(&headers, body, &query)?;
+            let options = DeleteOptions::read(&headers, body, &query)?.validate()?;
             delete_matching(
                 &mut state.cluster_mut(),
                 &namespace,
@@ -652,7 +700,7 @@ mod tests {
     fn a_generated_name_is_drawn_at_most_eight_times() {
         let mut draws = 0;
         let status = store_create(
-            generated("tokenvend-"),
+            &generated("tokenvend-"),
             |_| true,
             |base| {
                 draws += 1;
@@ -674,7 +722,7 @@ mod tests {
         // A free name on a later draw is taken.
         let mut draws = 0;
         let created = store_create(
-            generated("tokenvend-"),
+            &generated("tokenvend-"),
             |name| name != "tokenvend-free1",
             |base| {
                 draws += 1;

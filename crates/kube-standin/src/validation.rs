@@ -199,6 +199,24 @@ pub fn invalid(field: &str, value: &str, detail: &str) -> FieldError {
     }
 }
 
+/// `field.NotSupported(path, value, supported)`: a value that is not a plain string is
+/// printed as JSON, as `ErrorBody` does.
+pub fn not_supported(field: &str, value: &serde_json::Value, supported: &[&str]) -> FieldError {
+    let value = match value {
+        serde_json::Value::String(text) => format!("{text:?}"),
+        other => other.to_string(),
+    };
+    let supported: Vec<String> = supported.iter().map(|v| format!("{v:?}")).collect();
+    FieldError {
+        field: field.to_owned(),
+        reason: "FieldValueNotSupported",
+        body: format!(
+            "Unsupported value: {value}: supported values: {}",
+            supported.join(", ")
+        ),
+    }
+}
+
 /// `field.Required(path, detail)`.
 pub fn required(field: &str, detail: &str) -> FieldError {
     let body = if detail.is_empty() {

@@ -580,6 +580,96 @@ async fn delete_answers_kube_apiservers_exact_bodies() {
 }
 
 #[tokio::test]
+async fn delete_options_are_validated_as_kube_apiserver_validates_them() {
+    let server = start(options()).await;
+    let path = "/api/v1/namespaces/payments/secrets/plain";
+    let invalid = |field: &str, reason: &str, message: &str| {
+        json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+            "message": format!("DeleteOptions.meta.k8s.io \"\" is invalid: {field}: {message}"),
+            "reason":"Invalid",
+            "details":{"group":"meta.k8s.io","kind":"DeleteOptions","causes":[
+                {"reason":reason,"message":message,"field":field}]},
+            "code":422})
+    };
+    let reply = delete(
+        &server,
+        path,
+        Some(ADMIN),
+        Some(r#"{"propagationPolicy":"Sideways"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert_eq!(
+        reply.json(),
+        invalid(
+            "propagationPolicy",
+            "FieldValueNotSupported",
+            r#"Unsupported value: "Sideways": supported values: "Foreground", "Background", "Orphan", "nil""#
+        )
+    );
+    let reply = delete(
+        &server,
+        path,
+        Some(ADMIN),
+        Some(r#"{"orphanDependents":true,"propagationPolicy":"Background"}"#),
+    )
+    .await;
+    assert_eq!(
+        reply.json(),
+        invalid(
+            "propagationPolicy",
+            "FieldValueInvalid",
+            r#"Invalid value: "Background": orphanDependents and deletionPropagation cannot be both set"#
+        )
+    );
+    // Without a body the options come from the query.
+    let reply = delete(&server, &format!("{path}?dryRun=Yes"), Some(ADMIN), None).await;
+    assert_eq!(
+        reply.json(),
+        invalid(
+            "dryRun",
+            "FieldValueNotSupported",
+            r#"Unsupported value: ["Yes"]: supported values: "All""#
+        )
+    );
+    let collection = "/api/v1/namespaces/payments/secrets?labelSelector=app%3Dweb";
+    let reply = delete(
+        &server,
+        &format!("{collection}&propagationPolicy=Sideways"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert!(server.secrets().iter().any(|s| name_of(s) == "plain"));
+    // Background, the default for Secrets, deletes at once; so does the query form.
+    let reply = delete(
+        &server,
+        &format!("{path}?propagationPolicy=Background"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let reply = delete(
+        &server,
+        "/api/v1/namespaces/web/secrets?labelSelector=app%3Dweb",
+        Some(ADMIN),
+        Some(r#"{"apiVersion":"meta.k8s.io/v1","kind":"DeleteOptions","propagationPolicy":"Background"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["items"].as_array().unwrap().len(), 1);
+    assert!(
+        !server
+            .secrets()
+            .iter()
+            .any(|s| name_of(s) == "plain" || name_of(s) == "web-token")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn kube_deletes_a_collection_by_a_set_based_selector() {
     let server = start(options()).await;
     let api = secrets_api(&server, ADMIN).await;
