@@ -159,20 +159,94 @@ pub async fn create(
     {
         return error.into_response();
     }
-    let decoded = match decode::decode::<Value>(&headers, body, &SECRET) {
+    let options = match CreateOptions::read(&uri) {
+        Ok(options) => options,
+        Err(status) => return status.into_response(),
+    };
+    let mut decoded = match decode::decode::<Value>(&headers, body, &SECRET) {
         Ok(decoded) => decoded,
         Err(status) => return status.into_response(),
     };
-    let response = match create_secret(&state, &namespace, decoded.object) {
+    match options.field_validation.as_str() {
+        "Strict" if !decoded.warnings.is_empty() => {
+            return Status::bad_request(format!(
+                "Secret in version \"v1\" cannot be handled as a Secret: strict decoding error: {}",
+                decoded.warnings.join(", ")
+            ))
+            .into_response();
+        }
+        "Ignore" => decoded.warnings.clear(),
+        _ => {}
+    }
+    let response = match create_secret(&state, &namespace, decoded.object, options.dry_run) {
         Ok(secret) => (StatusCode::CREATED, axum::Json(secret)).into_response(),
         Err(status) => status.into_response(),
     };
     with_warnings(response, decoded.warnings)
 }
 
+/// The `CreateOptions` of the query that the stand-in acts on.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateQuery {
+    dry_run: Option<String>,
+    field_validation: Option<String>,
+}
+
+struct CreateOptions {
+    dry_run: bool,
+    /// `fieldValidation`: empty means `Warn` (`fieldValidation()` in `rest.go`).
+    field_validation: String,
+}
+
+/// The kind `ValidateCreateOptions` errors name.
+const CREATE_OPTIONS_KIND: GroupResource<'static> = GroupResource {
+    group: "meta.k8s.io",
+    resource: "CreateOptions",
+};
+
+impl CreateOptions {
+    /// Decodes the query and runs `ValidateCreateOptions` on it, as `createHandler` does
+    /// before it reads the body: a `dryRun` other than `All`, a `fieldValidation` other than
+    /// `Ignore`, `Warn` or `Strict`, are a 422 on `CreateOptions.meta.k8s.io ""`.
+    fn read(uri: &Uri) -> Result<Self, Status> {
+        let Query(query) = Query::<CreateQuery>::try_from_uri(uri)
+            .map_err(|e| Status::bad_request(e.body_text()))?;
+        let dry_run: Vec<String> = query.dry_run.into_iter().collect();
+        let field_validation = query.field_validation.unwrap_or_default();
+        let mut errors = Vec::new();
+        if dry_run.iter().any(|v| v != "All") {
+            errors.push(validation::not_supported(
+                "dryRun",
+                &Value::from(dry_run.clone()),
+                &["All"],
+            ));
+        }
+        if !matches!(field_validation.as_str(), "" | "Ignore" | "Warn" | "Strict") {
+            errors.push(validation::not_supported(
+                "fieldValidation",
+                &Value::from(field_validation.as_str()),
+                &["", "Ignore", "Strict", "Warn"],
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(Status::invalid_fields(CREATE_OPTIONS_KIND, "", &errors));
+        }
+        Ok(CreateOptions {
+            dry_run: !dry_run.is_empty(),
+            field_validation,
+        })
+    }
+}
+
 /// Decodes, defaults, validates and stores a Secret, as `Store.Create` with the Secret
 /// strategy does.
-fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<Secret, Status> {
+fn create_secret(
+    state: &ApiState,
+    namespace: &str,
+    mut body: Value,
+    dry_run: bool,
+) -> Result<Secret, Status> {
     if let Value::Object(object) = &mut body {
         object.insert("apiVersion".into(), "v1".into());
         object.insert("kind".into(), "Secret".into());
@@ -217,18 +291,25 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
     let mut cluster = state.cluster_mut();
     let secret = store_create(
         &secret,
+        dry_run,
         |name| cluster.secret(namespace, name).is_some(),
         generate_name,
     )?;
+    if dry_run {
+        return Ok(secret);
+    }
     Ok(cluster.insert_secret(secret))
 }
 
 /// What `Store.Create` does once the handler has decoded and defaulted the object: generate
 /// the name, validate (`BeforeCreate`), then the etcd3 store's checks, the resourceVersion
 /// first and the key second. `taken` says whether a name is stored already; `generate` draws
-/// a name for a `generateName`. Returns the Secret to store.
+/// a name for a `generateName`. A dry run (`DryRunnableStorage.Create`) skips the
+/// resourceVersion check and leaves the object as it is, but still finds a taken name.
+/// Returns the Secret to store.
 fn store_create(
     secret: &Secret,
+    dry_run: bool,
     taken: impl Fn(&str) -> bool,
     mut generate: impl FnMut(&str) -> String,
 ) -> Result<Secret, Status> {
@@ -261,12 +342,13 @@ fn store_create(
         }
         // `APIObjectVersioner.ObjectResourceVersion` parses it as a number; text that is no
         // number, and "0", pass and are then cleared (`PrepareObjectForStorage`).
-        if candidate
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|rv| rv.parse::<u64>().ok())
-            .is_some_and(|rv| rv != 0)
+        if !dry_run
+            && candidate
+                .metadata
+                .resource_version
+                .as_deref()
+                .and_then(|rv| rv.parse::<u64>().ok())
+                .is_some_and(|rv| rv != 0)
         {
             // A plain error, which the handler turns into a 500 without a reason.
             return Err(Status::failure(
@@ -276,7 +358,9 @@ fn store_create(
                 None,
             ));
         }
-        candidate.metadata.resource_version = None;
+        if !dry_run {
+            candidate.metadata.resource_version = None;
+        }
         if !taken(&name) {
             return Ok(candidate);
         }
@@ -701,6 +785,7 @@ mod tests {
         let mut draws = 0;
         let status = store_create(
             &generated("tokenvend-"),
+            false,
             |_| true,
             |base| {
                 draws += 1;
@@ -723,6 +808,7 @@ mod tests {
         let mut draws = 0;
         let created = store_create(
             &generated("tokenvend-"),
+            false,
             |name| name != "tokenvend-free1",
             |base| {
                 draws += 1;

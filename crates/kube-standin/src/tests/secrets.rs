@@ -446,6 +446,104 @@ async fn unknown_fields_in_a_created_secret_are_warnings_not_errors() {
 }
 
 #[tokio::test]
+async fn create_options_in_the_query_are_read_as_kube_apiserver_reads_them() {
+    let server = start(options()).await;
+    let path = "/api/v1/namespaces/payments/secrets";
+    let seeded = server.secrets().len();
+    // dryRun=All: defaulted, named, validated and checked against what is stored, not stored.
+    let reply = post(
+        &server,
+        &format!("{path}?dryRun=All"),
+        Some(ADMIN),
+        r#"{"metadata":{"generateName":"dry-"}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let body = reply.json();
+    assert!(
+        body["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("dry-")
+    );
+    assert!(body["metadata"]["uid"].is_string());
+    assert_eq!(body["type"], "Opaque");
+    let reply = post(
+        &server,
+        &format!("{path}?dryRun=All"),
+        Some(ADMIN),
+        r#"{"metadata":{"name":"plain"}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 409, "{}", reply.text);
+    assert_eq!(server.secrets().len(), seeded);
+    // CreateOptions are validated before the body is read.
+    let invalid = |field: &str, message: &str| {
+        json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+            "message": format!("CreateOptions.meta.k8s.io \"\" is invalid: {field}: {message}"),
+            "reason":"Invalid",
+            "details":{"group":"meta.k8s.io","kind":"CreateOptions","causes":[
+                {"reason":"FieldValueNotSupported","message":message,"field":field}]},
+            "code":422})
+    };
+    let reply = post(
+        &server,
+        &format!("{path}?dryRun=Yes"),
+        Some(ADMIN),
+        "not json",
+    )
+    .await;
+    assert_eq!(
+        reply.json(),
+        invalid(
+            "dryRun",
+            r#"Unsupported value: ["Yes"]: supported values: "All""#
+        )
+    );
+    let reply = post(
+        &server,
+        &format!("{path}?fieldValidation=Loose"),
+        Some(ADMIN),
+        "not json",
+    )
+    .await;
+    assert_eq!(
+        reply.json(),
+        invalid(
+            "fieldValidation",
+            r#"Unsupported value: "Loose": supported values: "", "Ignore", "Strict", "Warn""#
+        )
+    );
+    // Strict refuses unknown fields, Ignore drops them without a warning.
+    let unknown = r#"{"extra":true,"metadata":{"bogus":1,"name":"strict"}}"#;
+    let reply = post(
+        &server,
+        &format!("{path}?fieldValidation=Strict"),
+        Some(ADMIN),
+        unknown,
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(
+        reply.json(),
+        json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+            "message":"Secret in version \"v1\" cannot be handled as a Secret: strict decoding error: unknown field \"extra\", unknown field \"metadata.bogus\"",
+            "reason":"BadRequest","code":400})
+    );
+    let reply = post(
+        &server,
+        &format!("{path}?fieldValidation=Ignore"),
+        Some(ADMIN),
+        unknown,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.header("warning"), "");
+    assert_eq!(server.secrets().len(), seeded + 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn data_and_string_data_are_stored_as_base64_data() {
     let server = start(options()).await;
     let reply = post(
