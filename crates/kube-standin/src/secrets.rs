@@ -94,9 +94,13 @@ const MAX_GENERATE_NAME_BASE: usize = 58;
 /// `maxNameGenerationCreateAttempts` of the generic registry store.
 const MAX_NAME_GENERATION_CREATE_ATTEMPTS: usize = 8;
 
-/// `generateName` plus five random characters, the base cut to 58 characters.
+/// `SimpleNameGenerator.GenerateName`: `generateName` cut to 58 bytes, plus five random
+/// characters of the alphabet.
 fn generate_name(base: &str) -> String {
-    let mut name: String = base.chars().take(MAX_GENERATE_NAME_BASE).collect();
+    // Go cuts the base's bytes, possibly inside a character; the broken character is
+    // invalid UTF-8, which Go's JSON encoder writes as U+FFFD, as the lossy decoding does.
+    let cut = &base.as_bytes()[..base.len().min(MAX_GENERATE_NAME_BASE)];
+    let mut name = String::from_utf8_lossy(cut).into_owned();
     let limit = u8::try_from(NAME_ALPHABET.len() * (256 / NAME_ALPHABET.len()))
         .expect("a multiple of the alphabet below 256");
     let mut added = 0;
@@ -833,5 +837,15 @@ mod tests {
                 .all(|b| NAME_ALPHABET.contains(&b))
         );
         assert_eq!(generate_name(&"a".repeat(70)).len(), 63);
+    }
+
+    #[test]
+    fn a_long_base_is_cut_at_58_bytes_even_inside_a_character() {
+        // Go slices the string's bytes; the split character is invalid UTF-8, which
+        // encoding/json writes as U+FFFD.
+        let name = generate_name(&format!("a{}", "é".repeat(40)));
+        let expected = format!("a{}\u{fffd}", "é".repeat(28));
+        assert!(name.starts_with(&expected), "{name}");
+        assert_eq!(name.chars().count(), expected.chars().count() + 5);
     }
 }
