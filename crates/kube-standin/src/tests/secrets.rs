@@ -757,7 +757,19 @@ async fn delete_options_are_validated_as_kube_apiserver_validates_them() {
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(reply.json()["items"].as_array().unwrap().len(), 1);
+    // The deleted objects as listed, data included, under the list's resource version.
+    let list = reply.json();
+    assert_eq!(list["kind"], "SecretList");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["metadata"]["name"], "web-token");
+    assert!(list["items"][0]["data"]["token"].is_string(), "{list}");
+    assert!(
+        list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
     assert!(
         !server
             .secrets()
