@@ -108,10 +108,15 @@ impl Status {
 
     /// `NewInvalid(kind, name, errs)` for field errors of any type.
     pub fn invalid_fields(kind: GroupResource<'_>, name: &str, errors: &[FieldError]) -> Self {
-        let listed: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.body))
-            .collect();
+        // `ErrorList.ToAggregate` drops an error whose text is already listed; the causes
+        // keep every one.
+        let mut listed: Vec<String> = Vec::new();
+        for error in errors {
+            let text = format!("{}: {}", error.field, error.body);
+            if !listed.contains(&text) {
+                listed.push(text);
+            }
+        }
         let aggregate = match listed.as_slice() {
             [one] => one.clone(),
             many => format!("[{}]", many.join(", ")),
@@ -140,6 +145,17 @@ impl Status {
     pub fn already_exists(resource: GroupResource<'_>, name: &str) -> Self {
         let message = format!("{} {name:?} already exists", resource.qualified());
         Self::failure(409, "AlreadyExists", message, Some(resource.details(name)))
+    }
+
+    /// `NewGenerateNameConflict(resource, name, 1)`: AlreadyExists for a generated name, with
+    /// `retryAfterSeconds`, which also sets `Retry-After`.
+    pub fn generate_name_conflict(resource: GroupResource<'_>, name: &str) -> Self {
+        let message = format!(
+            "{} {name:?} already exists, the server was not able to generate a unique name for the object",
+            resource.qualified()
+        );
+        Self::failure(409, "AlreadyExists", message, Some(resource.details(name)))
+            .with_retry_after(1)
     }
 
     /// `NewForbidden`, as `ForbiddenStatusError` builds it: the message is HTML-escaped and

@@ -58,6 +58,11 @@ static SECRET: ApiType = ApiType {
         ],
     },
 };
+/// The kind `ValidateDeleteOptions` errors name.
+const DELETE_OPTIONS_KIND: GroupResource<'static> = GroupResource {
+    group: "meta.k8s.io",
+    resource: "DeleteOptions",
+};
 static PRECONDITIONS: Schema = Schema {
     fields: &[("uid", None), ("resourceVersion", None)],
 };
@@ -83,12 +88,19 @@ static DELETE_OPTIONS: ApiType = ApiType {
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// The random suffix of a generated name.
 const GENERATED_SUFFIX_LENGTH: usize = 5;
-/// `maxGeneratedNameLength`: 63 - 5.
+/// `MaxGeneratedNameLength`: 63 - 5.
 const MAX_GENERATE_NAME_BASE: usize = 58;
 
-/// `generateName` plus five random characters, the base cut to 58 characters.
+/// `maxNameGenerationCreateAttempts` of the generic registry store.
+const MAX_NAME_GENERATION_CREATE_ATTEMPTS: usize = 8;
+
+/// `SimpleNameGenerator.GenerateName`: `generateName` cut to 58 bytes, plus five random
+/// characters of the alphabet.
 fn generate_name(base: &str) -> String {
-    let mut name: String = base.chars().take(MAX_GENERATE_NAME_BASE).collect();
+    // Go cuts the base's bytes, possibly inside a character; the broken character is
+    // invalid UTF-8, which Go's JSON encoder writes as U+FFFD, as the lossy decoding does.
+    let cut = &base.as_bytes()[..base.len().min(MAX_GENERATE_NAME_BASE)];
+    let mut name = String::from_utf8_lossy(cut).into_owned();
     let limit = u8::try_from(NAME_ALPHABET.len() * (256 / NAME_ALPHABET.len()))
         .expect("a multiple of the alphabet below 256");
     let mut added = 0;
@@ -151,20 +163,94 @@ pub async fn create(
     {
         return error.into_response();
     }
-    let decoded = match decode::decode::<Value>(&headers, body, &SECRET) {
+    let options = match CreateOptions::read(&uri) {
+        Ok(options) => options,
+        Err(status) => return status.into_response(),
+    };
+    let mut decoded = match decode::decode::<Value>(&headers, body, &SECRET) {
         Ok(decoded) => decoded,
         Err(status) => return status.into_response(),
     };
-    let response = match create_secret(&state, &namespace, decoded.object) {
+    match options.field_validation.as_str() {
+        "Strict" if !decoded.warnings.is_empty() => {
+            return Status::bad_request(format!(
+                "Secret in version \"v1\" cannot be handled as a Secret: strict decoding error: {}",
+                decoded.warnings.join(", ")
+            ))
+            .into_response();
+        }
+        "Ignore" => decoded.warnings.clear(),
+        _ => {}
+    }
+    let response = match create_secret(&state, &namespace, decoded.object, options.dry_run) {
         Ok(secret) => (StatusCode::CREATED, axum::Json(secret)).into_response(),
         Err(status) => status.into_response(),
     };
     with_warnings(response, decoded.warnings)
 }
 
+/// The `CreateOptions` of the query that the stand-in acts on.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateQuery {
+    dry_run: Option<String>,
+    field_validation: Option<String>,
+}
+
+struct CreateOptions {
+    dry_run: bool,
+    /// `fieldValidation`: empty means `Warn` (`fieldValidation()` in `rest.go`).
+    field_validation: String,
+}
+
+/// The kind `ValidateCreateOptions` errors name.
+const CREATE_OPTIONS_KIND: GroupResource<'static> = GroupResource {
+    group: "meta.k8s.io",
+    resource: "CreateOptions",
+};
+
+impl CreateOptions {
+    /// Decodes the query and runs `ValidateCreateOptions` on it, as `createHandler` does
+    /// before it reads the body: a `dryRun` other than `All`, a `fieldValidation` other than
+    /// `Ignore`, `Warn` or `Strict`, are a 422 on `CreateOptions.meta.k8s.io ""`.
+    fn read(uri: &Uri) -> Result<Self, Status> {
+        let Query(query) = Query::<CreateQuery>::try_from_uri(uri)
+            .map_err(|e| Status::bad_request(e.body_text()))?;
+        let dry_run: Vec<String> = query.dry_run.into_iter().collect();
+        let field_validation = query.field_validation.unwrap_or_default();
+        let mut errors = Vec::new();
+        if dry_run.iter().any(|v| v != "All") {
+            errors.push(validation::not_supported(
+                "dryRun",
+                &Value::from(dry_run.clone()),
+                &["All"],
+            ));
+        }
+        if !matches!(field_validation.as_str(), "" | "Ignore" | "Warn" | "Strict") {
+            errors.push(validation::not_supported(
+                "fieldValidation",
+                &Value::from(field_validation.as_str()),
+                &["", "Ignore", "Strict", "Warn"],
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(Status::invalid_fields(CREATE_OPTIONS_KIND, "", &errors));
+        }
+        Ok(CreateOptions {
+            dry_run: !dry_run.is_empty(),
+            field_validation,
+        })
+    }
+}
+
 /// Decodes, defaults, validates and stores a Secret, as `Store.Create` with the Secret
 /// strategy does.
-fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<Secret, Status> {
+fn create_secret(
+    state: &ApiState,
+    namespace: &str,
+    mut body: Value,
+    dry_run: bool,
+) -> Result<Secret, Status> {
     if let Value::Object(object) = &mut body {
         object.insert("apiVersion".into(), "v1".into());
         object.insert("kind".into(), "Secret".into());
@@ -186,20 +272,6 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
         ));
     }
     meta.namespace = Some(namespace.to_owned());
-    // The etcd3 store refuses a resourceVersion on create with a plain error: a 500 Status
-    // without a reason.
-    if meta
-        .resource_version
-        .as_deref()
-        .is_some_and(|rv| !rv.is_empty())
-    {
-        return Err(Status::failure(
-            500,
-            "",
-            "resourceVersion should not be set on objects to be created".into(),
-            None,
-        ));
-    }
     // System fields (`FillObjectMetaSystemFields`) and what `BeforeCreate` clears.
     meta.uid = Some(uuid::Uuid::new_v4().to_string());
     let now = Timestamp::from_second(i64::try_from(state.now()).unwrap_or(i64::MAX))
@@ -220,7 +292,32 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
             data.insert(key, k8s_openapi::ByteString(value.into_bytes()));
         }
     }
-    let generate = secret.metadata.generate_name.clone().filter(|g| {
+    let mut cluster = state.cluster_mut();
+    let secret = store_create(
+        &secret,
+        dry_run,
+        |name| cluster.secret(namespace, name).is_some(),
+        generate_name,
+    )?;
+    if dry_run {
+        return Ok(secret);
+    }
+    Ok(cluster.insert_secret(secret))
+}
+
+/// What `Store.Create` does once the handler has decoded and defaulted the object: generate
+/// the name, validate (`BeforeCreate`), then the etcd3 store's checks, the resourceVersion
+/// first and the key second. `taken` says whether a name is stored already; `generate` draws
+/// a name for a `generateName`. A dry run (`DryRunnableStorage.Create`) skips the
+/// resourceVersion check and leaves the object as it is, but still finds a taken name.
+/// Returns the Secret to store.
+fn store_create(
+    secret: &Secret,
+    dry_run: bool,
+    taken: impl Fn(&str) -> bool,
+    mut generate: impl FnMut(&str) -> String,
+) -> Result<Secret, Status> {
+    let base = secret.metadata.generate_name.clone().filter(|g| {
         !g.is_empty()
             && secret
                 .metadata
@@ -229,32 +326,77 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
                 .unwrap_or_default()
                 .is_empty()
     });
-    let mut cluster = state.cluster_mut();
-    if let Some(base) = &generate {
-        // The store retries a generated name that is taken (`RetryGenerateName`).
-        let mut name = generate_name(base);
-        while cluster.secret(namespace, &name).is_some() {
-            name = generate_name(base);
+    // `createWithGenerateNameRetry` (feature `RetryGenerateName`, GA and locked on since
+    // 1.32): a generated name that is taken is drawn again, at most eight attempts in all.
+    let attempts = if base.is_some() {
+        MAX_NAME_GENERATION_CREATE_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last = String::new();
+    for _ in 0..attempts {
+        let mut candidate = secret.clone();
+        if let Some(base) = &base {
+            candidate.metadata.name = Some(generate(base));
         }
-        secret.metadata.name = Some(name);
+        let name = candidate.metadata.name.clone().unwrap_or_default();
+        let errors = validate(&candidate);
+        if !errors.is_empty() {
+            return Err(Status::invalid_fields(SECRET_KIND, &name, &errors));
+        }
+        // `APIObjectVersioner.ObjectResourceVersion` parses it as a number; text that is no
+        // number, and "0", pass and are then cleared (`PrepareObjectForStorage`).
+        if !dry_run
+            && candidate
+                .metadata
+                .resource_version
+                .as_deref()
+                .and_then(|rv| rv.parse::<u64>().ok())
+                .is_some_and(|rv| rv != 0)
+        {
+            // A plain error, which the handler turns into a 500 without a reason.
+            return Err(Status::failure(
+                500,
+                "",
+                "resourceVersion should not be set on objects to be created".into(),
+                None,
+            ));
+        }
+        if !dry_run {
+            candidate.metadata.resource_version = None;
+        }
+        if !taken(&name) {
+            return Ok(candidate);
+        }
+        last = name;
     }
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let errors = validate(&secret);
-    if !errors.is_empty() {
-        return Err(Status::invalid_fields(SECRET_KIND, &name, &errors));
-    }
-    if cluster.secret(namespace, &name).is_some() {
-        return Err(Status::already_exists(SECRETS, &name));
-    }
-    Ok(cluster.insert_secret(secret))
+    // `rest.CheckGeneratedNameError`: a user's own name is plain AlreadyExists, a generated
+    // one `NewGenerateNameConflict` with a retry after one second.
+    Err(if base.is_some() {
+        Status::generate_name_conflict(SECRETS, &last)
+    } else {
+        Status::already_exists(SECRETS, &last)
+    })
 }
 
-/// `ValidateSecret`, in its order: the object meta (name, labels, annotation keys), the data
-/// keys, then the one type whose rule the stand-in models (a service-account token Secret
-/// names its account).
+/// `ValidateSecret` (`pkg/apis/core/validation/validation.go`), in its order: the object
+/// meta (`generateName`, name, labels, annotation keys and their total size), the data keys
+/// and the data's total size, then the one type whose rule the stand-in models (a
+/// service-account token Secret names its account). Upstream iterates Go maps, so errors of
+/// several labels or data keys come in random order; here they come in key order.
 fn validate(secret: &Secret) -> Vec<FieldError> {
     let meta = &secret.metadata;
     let mut errors = Vec::new();
+    let generate_name = meta.generate_name.as_deref().unwrap_or_default();
+    if !generate_name.is_empty() {
+        for detail in validation::name_is_dns_subdomain(generate_name, true) {
+            errors.push(validation::invalid(
+                "metadata.generateName",
+                generate_name,
+                &detail,
+            ));
+        }
+    }
     let name = meta.name.as_deref().unwrap_or_default();
     if name.is_empty() {
         errors.push(validation::required(
@@ -272,10 +414,15 @@ fn validate(secret: &Secret) -> Vec<FieldError> {
     if let Some(annotations) = &meta.annotations {
         errors.extend(validation::annotations(annotations));
     }
-    for key in secret.data.iter().flat_map(BTreeMap::keys) {
+    let mut size = 0;
+    for (key, value) in secret.data.iter().flatten() {
         for detail in validation::config_map_key(key) {
             errors.push(validation::invalid(&format!("data[{key}]"), key, &detail));
         }
+        size += value.0.len();
+    }
+    if size > validation::MAX_SECRET_SIZE {
+        errors.push(validation::too_long("data", validation::MAX_SECRET_SIZE));
     }
     if secret.type_.as_deref() == Some(SERVICE_ACCOUNT_TOKEN_TYPE)
         && meta
@@ -299,6 +446,8 @@ struct DeleteOptions {
     preconditions: Option<Preconditions>,
     #[serde(default)]
     dry_run: Vec<String>,
+    propagation_policy: Option<String>,
+    orphan_dependents: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -314,6 +463,8 @@ struct Preconditions {
 #[serde(rename_all = "camelCase")]
 struct DeleteQuery {
     dry_run: Option<String>,
+    propagation_policy: Option<String>,
+    orphan_dependents: Option<bool>,
     label_selector: Option<String>,
     field_selector: Option<String>,
 }
@@ -338,6 +489,8 @@ impl DeleteOptions {
             return Ok(DeleteOptions {
                 preconditions: None,
                 dry_run: query.dry_run.iter().cloned().collect(),
+                propagation_policy: query.propagation_policy.clone(),
+                orphan_dependents: query.orphan_dependents,
             });
         };
         // The legacy core group registers DeleteOptions as `v1` too.
@@ -352,6 +505,42 @@ impl DeleteOptions {
             Bytes::from(serde_json::to_vec(&value).expect("JSON serialises"))
         });
         Ok(decode::decode::<DeleteOptions>(headers, body, &DELETE_OPTIONS)?.object)
+    }
+
+    /// `ValidateDeleteOptions` (`k8s.io/apimachinery` `pkg/apis/meta/v1/validation`), which
+    /// both delete handlers run before the store: orphanDependents and propagationPolicy
+    /// together, an unknown propagationPolicy, a dryRun other than `All`. A 422 on
+    /// `DeleteOptions.meta.k8s.io ""`.
+    fn validate(self) -> Result<Self, Status> {
+        let mut errors = Vec::new();
+        if let Some(policy) = &self.propagation_policy {
+            if self.orphan_dependents.is_some() {
+                errors.push(validation::invalid(
+                    "propagationPolicy",
+                    policy,
+                    "orphanDependents and deletionPropagation cannot be both set",
+                ));
+            }
+            if !matches!(policy.as_str(), "Foreground" | "Background" | "Orphan") {
+                errors.push(validation::not_supported(
+                    "propagationPolicy",
+                    &Value::from(policy.as_str()),
+                    &["Foreground", "Background", "Orphan", "nil"],
+                ));
+            }
+        }
+        if self.dry_run.iter().any(|v| v != "All") {
+            errors.push(validation::not_supported(
+                "dryRun",
+                &Value::from(self.dry_run.clone()),
+                &["All"],
+            ));
+        }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(Status::invalid_fields(DELETE_OPTIONS_KIND, "", &errors))
+        }
     }
 }
 
@@ -439,6 +628,7 @@ pub async fn delete(
     let result = Query::<DeleteQuery>::try_from_uri(&uri)
         .map_err(|e| Status::bad_request(e.body_text()))
         .and_then(|Query(query)| DeleteOptions::read(&headers, body, &query))
+        .and_then(DeleteOptions::validate)
         .and_then(|options| delete_one(&mut state.cluster_mut(), &namespace, &name, &options));
     match result {
         Ok(deleted) => (StatusCode::OK, axum::Json(deleted)).into_response(),
@@ -523,7 +713,7 @@ pub async fn delete_collection(
                 custom,
             )
             .map_err(Status::bad_request)?;
-            let options = DeleteOptions::read(&headers, body, &query)?;
+            let options = DeleteOptions::read(&headers, body, &query)?.validate()?;
             delete_matching(
                 &mut state.cluster_mut(),
                 &namespace,
@@ -583,6 +773,60 @@ fn delete_matching(
 mod tests {
     use super::*;
 
+    fn generated(base: &str) -> Secret {
+        Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                generate_name: Some(base.to_owned()),
+                namespace: Some("payments".into()),
+                ..Default::default()
+            },
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn a_generated_name_is_drawn_at_most_eight_times() {
+        let mut draws = 0;
+        let status = store_create(
+            &generated("tokenvend-"),
+            false,
+            |_| true,
+            |base| {
+                draws += 1;
+                assert!(draws <= 8, "drawn a name {draws} times");
+                format!("{base}bcd{draws}f")
+            },
+        )
+        .unwrap_err();
+        assert_eq!(draws, 8);
+        let response = status.clone().into_response();
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(
+            serde_json::to_value(&status).unwrap(),
+            serde_json::json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+                "message":"secrets \"tokenvend-bcd8f\" already exists, the server was not able to generate a unique name for the object",
+                "reason":"AlreadyExists",
+                "details":{"name":"tokenvend-bcd8f","kind":"secrets","retryAfterSeconds":1},"code":409})
+        );
+        // A free name on a later draw is taken.
+        let mut draws = 0;
+        let created = store_create(
+            &generated("tokenvend-"),
+            false,
+            |name| name != "tokenvend-free1",
+            |base| {
+                draws += 1;
+                if draws == 3 {
+                    format!("{base}free1")
+                } else {
+                    format!("{base}taken")
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(created.metadata.name.as_deref(), Some("tokenvend-free1"));
+    }
+
     #[test]
     fn generated_names_add_five_characters_of_the_alphabet() {
         let name = generate_name("tokenvend-");
@@ -593,5 +837,15 @@ mod tests {
                 .all(|b| NAME_ALPHABET.contains(&b))
         );
         assert_eq!(generate_name(&"a".repeat(70)).len(), 63);
+    }
+
+    #[test]
+    fn a_long_base_is_cut_at_58_bytes_even_inside_a_character() {
+        // Go slices the string's bytes; the split character is invalid UTF-8, which
+        // encoding/json writes as U+FFFD.
+        let name = generate_name(&format!("a{}", "é".repeat(40)));
+        let expected = format!("a{}\u{fffd}", "é".repeat(28));
+        assert!(name.starts_with(&expected), "{name}");
+        assert_eq!(name.chars().count(), expected.chars().count() + 5);
     }
 }

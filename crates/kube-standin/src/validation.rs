@@ -1,5 +1,8 @@
-//! apimachinery's name and key validation (`k8s.io/apimachinery/pkg/util/validation`), with
-//! its exact messages: what `ValidateObjectMeta` and `ValidateSecret` report for a Secret.
+//! apimachinery's name and key validation, with its exact messages: what `ValidateObjectMeta`
+//! and `ValidateSecret` report for a Secret. Two generations of helpers live side by side
+//! upstream and word length limits differently: `k8s.io/apimachinery/pkg/util/validation`
+//! (names, config keys: "characters") and `pkg/api/validate/content` (label keys and values,
+//! which `util/validation` now forwards to: "bytes").
 
 use std::collections::BTreeMap;
 
@@ -8,11 +11,25 @@ use super::errors::FieldError;
 const DNS1123_SUBDOMAIN_MAX: usize = 253;
 const DNS1123_SUBDOMAIN_FMT: &str =
     r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
-const QUALIFIED_NAME_MAX: usize = 63;
-const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const LABEL_KEY_MAX: usize = 63;
+const LABEL_KEY_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const LABEL_KEY_RULE: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const LABEL_KEY_EXAMPLES: &[&str] = &["MyName", "my.name", "123-abc"];
 const LABEL_VALUE_MAX: usize = 63;
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
+/// `core.MaxSecretSize`: the sum of a Secret's data values.
+pub const MAX_SECRET_SIZE: usize = 1024 * 1024;
+/// `TotalAnnotationSizeLimitB`: the sum of the annotations' keys and values.
+pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
+
+/// The unit a length limit is worded in: `util/validation` says characters,
+/// `validate/content` says bytes (both count bytes).
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    Characters,
+    Bytes,
+}
 
 /// `RegexError`: the message, the examples, and the pattern.
 fn regex_error(message: &str, pattern: &str, examples: &[&str]) -> String {
@@ -27,8 +44,11 @@ fn regex_error(message: &str, pattern: &str, examples: &[&str]) -> String {
     text
 }
 
-fn max_len_error(length: usize) -> String {
-    format!("must be no more than {length} characters")
+fn max_len_error(length: usize, unit: Unit) -> String {
+    match unit {
+        Unit::Characters => format!("must be no more than {length} characters"),
+        Unit::Bytes => format!("must be no more than {length} bytes"),
+    }
 }
 
 fn alphanumeric(c: char) -> bool {
@@ -42,11 +62,15 @@ fn is_dns_label(part: &str) -> bool {
         && part.chars().all(|c| alphanumeric(c) || c == '-')
 }
 
-/// `IsDNS1123Subdomain`.
+/// `IsDNS1123Subdomain` of `util/validation`: what names are checked with.
 pub fn dns1123_subdomain(value: &str) -> Vec<String> {
+    subdomain(value, Unit::Characters)
+}
+
+fn subdomain(value: &str, unit: Unit) -> Vec<String> {
     let mut errors = Vec::new();
     if value.len() > DNS1123_SUBDOMAIN_MAX {
-        errors.push(max_len_error(DNS1123_SUBDOMAIN_MAX));
+        errors.push(max_len_error(DNS1123_SUBDOMAIN_MAX, unit));
     }
     if !value.split('.').all(is_dns_label) {
         errors.push(regex_error(
@@ -58,6 +82,18 @@ pub fn dns1123_subdomain(value: &str) -> Vec<String> {
     errors
 }
 
+/// `NameIsDNSSubdomain(name, prefix)`, the Secret's `ValidateNameFunc`. A prefix (a
+/// `generateName`) is checked with `maskTrailingDash`: when it is longer than one character
+/// and ends in '-', its last two characters are replaced by "a" (so "a.-" passes as "aa").
+pub fn name_is_dns_subdomain(name: &str, prefix: bool) -> Vec<String> {
+    if prefix && name.len() > 1 && name.ends_with('-') {
+        let mut masked = name.as_bytes()[..name.len() - 2].to_vec();
+        masked.push(b'a');
+        return dns1123_subdomain(&String::from_utf8_lossy(&masked));
+    }
+    dns1123_subdomain(name)
+}
+
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, the empty string excluded.
 fn is_qualified_name_part(value: &str) -> bool {
     value.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -67,58 +103,55 @@ fn is_qualified_name_part(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// `IsQualifiedName`: an optional DNS-subdomain prefix and `/`, then a name part.
+/// `IsQualifiedName`, which is `content.IsLabelKey`: an optional DNS-subdomain prefix and
+/// `/`, then a name part.
 pub fn qualified_name(value: &str) -> Vec<String> {
     let parts: Vec<&str> = value.split('/').collect();
-    let (prefix, name) = match parts.as_slice() {
-        [name] => (None, *name),
-        [prefix, name] => (Some(*prefix), *name),
+    let mut errors = Vec::new();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errors.push("prefix part must be non-empty".to_owned());
+            } else {
+                errors.extend(
+                    subdomain(prefix, Unit::Bytes)
+                        .into_iter()
+                        .map(|e| format!("prefix part {e}")),
+                );
+            }
+            *name
+        }
         _ => {
             return vec![format!(
-                "{} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
-                regex_error(
-                    "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
-                    QUALIFIED_NAME_FMT,
-                    &["MyName", "my.name", "123-abc"],
-                )
+                "a valid label key {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                regex_error(LABEL_KEY_RULE, LABEL_KEY_FMT, LABEL_KEY_EXAMPLES)
             )];
         }
     };
-    let mut errors = Vec::new();
-    if let Some(prefix) = prefix {
-        if prefix.is_empty() {
-            errors.push("prefix part must be non-empty".to_owned());
-        } else {
-            errors.extend(
-                dns1123_subdomain(prefix)
-                    .into_iter()
-                    .map(|e| format!("prefix part {e}")),
-            );
-        }
-    }
     if name.is_empty() {
         errors.push("name part must be non-empty".to_owned());
-    } else if name.len() > QUALIFIED_NAME_MAX {
-        errors.push(format!("name part {}", max_len_error(QUALIFIED_NAME_MAX)));
-    }
-    if !name.is_empty() && !is_qualified_name_part(name) {
+    } else if name.len() > LABEL_KEY_MAX {
         errors.push(format!(
             "name part {}",
-            regex_error(
-                "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
-                QUALIFIED_NAME_FMT,
-                &["MyName", "my.name", "123-abc"],
-            )
+            max_len_error(LABEL_KEY_MAX, Unit::Bytes)
+        ));
+    }
+    // The regex is matched even against an empty name part, which fails it too.
+    if !is_qualified_name_part(name) {
+        errors.push(format!(
+            "name part {}",
+            regex_error(LABEL_KEY_RULE, LABEL_KEY_FMT, LABEL_KEY_EXAMPLES)
         ));
     }
     errors
 }
 
-/// `IsValidLabelValue`.
+/// `IsValidLabelValue`, which is `content.IsLabelValue`.
 pub fn label_value(value: &str) -> Vec<String> {
     let mut errors = Vec::new();
     if value.len() > LABEL_VALUE_MAX {
-        errors.push(max_len_error(LABEL_VALUE_MAX));
+        errors.push(max_len_error(LABEL_VALUE_MAX, Unit::Bytes));
     }
     if !value.is_empty() && !is_qualified_name_part(value) {
         errors.push(regex_error(
@@ -134,7 +167,7 @@ pub fn label_value(value: &str) -> Vec<String> {
 pub fn config_map_key(value: &str) -> Vec<String> {
     let mut errors = Vec::new();
     if value.len() > DNS1123_SUBDOMAIN_MAX {
-        errors.push(max_len_error(DNS1123_SUBDOMAIN_MAX));
+        errors.push(max_len_error(DNS1123_SUBDOMAIN_MAX, Unit::Characters));
     }
     if value.is_empty()
         || !value
@@ -166,6 +199,24 @@ pub fn invalid(field: &str, value: &str, detail: &str) -> FieldError {
     }
 }
 
+/// `field.NotSupported(path, value, supported)`: a value that is not a plain string is
+/// printed as JSON, as `ErrorBody` does.
+pub fn not_supported(field: &str, value: &serde_json::Value, supported: &[&str]) -> FieldError {
+    let value = match value {
+        serde_json::Value::String(text) => format!("{text:?}"),
+        other => other.to_string(),
+    };
+    let supported: Vec<String> = supported.iter().map(|v| format!("{v:?}")).collect();
+    FieldError {
+        field: field.to_owned(),
+        reason: "FieldValueNotSupported",
+        body: format!(
+            "Unsupported value: {value}: supported values: {}",
+            supported.join(", ")
+        ),
+    }
+}
+
 /// `field.Required(path, detail)`.
 pub fn required(field: &str, detail: &str) -> FieldError {
     let body = if detail.is_empty() {
@@ -194,14 +245,31 @@ pub fn labels(labels: &BTreeMap<String, String>) -> Vec<FieldError> {
     errors
 }
 
-/// `ValidateAnnotations`: every key, lower-cased, a qualified name. (The 256 KiB total is
-/// not checked.)
+/// `field.TooLong(path, _, limit)`: the value is left out of the message.
+pub fn too_long(field: &str, limit: usize) -> FieldError {
+    let unit = if limit == 1 { "byte" } else { "bytes" };
+    FieldError {
+        field: field.to_owned(),
+        reason: "FieldValueTooLong",
+        body: format!("Too long: may not be more than {limit} {unit}"),
+    }
+}
+
+/// `ValidateAnnotations`: every key, lower-cased, a qualified name; then the keys and values
+/// together at most 256 KiB.
 pub fn annotations(annotations: &BTreeMap<String, String>) -> Vec<FieldError> {
     let mut errors = Vec::new();
     for key in annotations.keys() {
         for detail in qualified_name(&key.to_lowercase()) {
             errors.push(invalid("metadata.annotations", key, &detail));
         }
+    }
+    let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > TOTAL_ANNOTATION_SIZE_LIMIT {
+        errors.push(too_long(
+            "metadata.annotations",
+            TOTAL_ANNOTATION_SIZE_LIMIT,
+        ));
     }
     errors
 }
@@ -246,7 +314,35 @@ mod tests {
         assert!(label_value("").is_empty());
         assert!(label_value("1784887200").is_empty());
         assert_eq!(label_value("-x").len(), 1);
-        assert_eq!(label_value(&"a".repeat(64)), [max_len_error(63)]);
+        assert_eq!(
+            label_value(&"a".repeat(64)),
+            ["must be no more than 63 bytes"]
+        );
+    }
+
+    #[test]
+    fn a_generate_name_prefix_has_its_trailing_dash_masked() {
+        assert!(name_is_dns_subdomain("tokenvend-", true).is_empty());
+        // The last two characters become "a": "a.-" is checked as "aa".
+        assert!(name_is_dns_subdomain("a.-", true).is_empty());
+        assert_eq!(name_is_dns_subdomain("a.-", false).len(), 1);
+        assert_eq!(name_is_dns_subdomain("-", true).len(), 1);
+    }
+
+    #[test]
+    fn too_long_leaves_the_value_out() {
+        let error = too_long("data", MAX_SECRET_SIZE);
+        assert_eq!(
+            (error.reason, error.body.as_str()),
+            (
+                "FieldValueTooLong",
+                "Too long: may not be more than 1048576 bytes"
+            )
+        );
+        assert_eq!(
+            too_long("x", 1).body,
+            "Too long: may not be more than 1 byte"
+        );
     }
 
     #[test]

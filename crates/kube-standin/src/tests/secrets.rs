@@ -192,6 +192,357 @@ async fn a_create_is_refused_like_kube_apiserver_refuses_it() {
     server.shutdown().await;
 }
 
+/// The 422's causes as `(field, reason, message)`.
+fn causes(reply: &Reply) -> Vec<(String, String, String)> {
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    reply.json()["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cause| {
+            let text = |name: &str| cause[name].as_str().unwrap_or_default().to_owned();
+            (text("field"), text("reason"), text("message"))
+        })
+        .collect()
+}
+
+fn invalid(field: &str, message: String) -> (String, String, String) {
+    (field.to_owned(), "FieldValueInvalid".to_owned(), message)
+}
+
+/// What apimachinery's `content.IsLabelKey` says of a name part that breaks its regex.
+const LABEL_KEY_RULE: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const SUBDOMAIN_RULE: &str = r"a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+async fn create_raw(server: &ApiServer, body: &Value) -> Reply {
+    post(
+        server,
+        "/api/v1/namespaces/payments/secrets",
+        Some(ADMIN),
+        &body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn label_keys_and_values_are_refused_with_apimachinerys_wording() {
+    let server = start(options()).await;
+    let labels = |labels: Value| json!({"metadata": {"name": "s", "labels": labels}});
+    // More than one '/': the whole key is refused at once.
+    let reply = create_raw(&server, &labels(json!({"a/b/c": "v"}))).await;
+    assert_eq!(
+        causes(&reply),
+        [invalid(
+            "metadata.labels",
+            format!(
+                "Invalid value: \"a/b/c\": a valid label key {LABEL_KEY_RULE} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+            )
+        )]
+    );
+    // An empty name part is both empty and not matching the regex.
+    let reply = create_raw(&server, &labels(json!({"example.com/": "v"}))).await;
+    assert_eq!(
+        causes(&reply),
+        [
+            invalid(
+                "metadata.labels",
+                "Invalid value: \"example.com/\": name part must be non-empty".to_owned()
+            ),
+            invalid(
+                "metadata.labels",
+                format!("Invalid value: \"example.com/\": name part {LABEL_KEY_RULE}")
+            ),
+        ]
+    );
+    // Lengths of label keys, their prefixes and label values are counted in bytes.
+    let long = "a".repeat(64);
+    let reply = create_raw(&server, &labels(json!({ long.clone(): "v" }))).await;
+    assert_eq!(
+        causes(&reply),
+        [invalid(
+            "metadata.labels",
+            format!("Invalid value: \"{long}\": name part must be no more than 63 bytes")
+        )]
+    );
+    let reply = create_raw(&server, &labels(json!({ "k": long.clone() }))).await;
+    assert_eq!(
+        causes(&reply),
+        [invalid(
+            "metadata.labels",
+            format!("Invalid value: \"{long}\": must be no more than 63 bytes")
+        )]
+    );
+    let prefixed = format!("{}/k", "a".repeat(254));
+    let reply = create_raw(&server, &labels(json!({ prefixed.clone(): "v" }))).await;
+    assert_eq!(
+        causes(&reply),
+        [invalid(
+            "metadata.labels",
+            format!("Invalid value: \"{prefixed}\": prefix part must be no more than 253 bytes")
+        )]
+    );
+    assert_eq!(server.secrets().len(), options().secrets.len());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_message_lists_identical_errors_once_and_the_causes_keep_each() {
+    let server = start(options()).await;
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "s", "labels": {"a": "-x", "b": "-x"}}}),
+    )
+    .await;
+    let value_rule = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+    let error = invalid(
+        "metadata.labels",
+        format!("Invalid value: \"-x\": {value_rule}"),
+    );
+    assert_eq!(causes(&reply), [error.clone(), error]);
+    assert_eq!(
+        reply.json()["message"],
+        format!("Secret \"s\" is invalid: metadata.labels: Invalid value: \"-x\": {value_rule}")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn generate_name_is_validated_and_the_error_names_the_generated_name() {
+    let server = start(options()).await;
+    let reply = create_raw(&server, &json!({"metadata": {"generateName": "Bad_"}})).await;
+    let body = reply.json();
+    let name = body["details"]["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("Bad_") && name.len() == 9, "{name}");
+    let generate_error = format!("Invalid value: \"Bad_\": {SUBDOMAIN_RULE}");
+    let name_error = format!("Invalid value: \"{name}\": {SUBDOMAIN_RULE}");
+    assert_eq!(
+        causes(&reply),
+        [
+            invalid("metadata.generateName", generate_error.clone()),
+            invalid("metadata.name", name_error.clone()),
+        ]
+    );
+    assert_eq!(
+        body["message"],
+        format!(
+            "Secret \"{name}\" is invalid: [metadata.generateName: {generate_error}, metadata.name: {name_error}]"
+        )
+    );
+    // The prefix check masks a trailing dash by replacing the last two characters with "a"
+    // (`maskTrailingDash`): "a.-" passes as "aa", and only the generated name is refused.
+    let reply = create_raw(&server, &json!({"metadata": {"generateName": "a.-"}})).await;
+    let fields: Vec<String> = causes(&reply).into_iter().map(|c| c.0).collect();
+    assert_eq!(fields, ["metadata.name"]);
+    assert_eq!(server.secrets().len(), options().secrets.len());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn data_over_1_mib_and_annotations_over_256_kib_are_too_long() {
+    let server = start(options()).await;
+    let base64 = |bytes: usize| base64::engine::general_purpose::STANDARD.encode(vec![b'x'; bytes]);
+    let mib = 1024 * 1024;
+    // Exactly at the limits is accepted; `stringData` counts, as it is merged into `data`
+    // before validation.
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "at-limit", "annotations": {"k": "v".repeat(256 * 1024 - 1)}},
+            "data": {"a": base64(mib - 1)}, "stringData": {"b": "y"}}),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "big", "annotations": {"k": "v".repeat(256 * 1024)}},
+            "data": {"a": base64(mib)}, "stringData": {"b": "y"}}),
+    )
+    .await;
+    let too_long = |field: &str, limit: usize| {
+        (
+            field.to_owned(),
+            "FieldValueTooLong".to_owned(),
+            format!("Too long: may not be more than {limit} bytes"),
+        )
+    };
+    assert_eq!(
+        causes(&reply),
+        [
+            too_long("metadata.annotations", 262_144),
+            too_long("data", 1_048_576)
+        ]
+    );
+    assert_eq!(
+        reply.json()["message"],
+        "Secret \"big\" is invalid: [metadata.annotations: Too long: may not be more than 262144 bytes, data: Too long: may not be more than 1048576 bytes]"
+    );
+    assert!(!server.secrets().iter().any(|s| name_of(s) == "big"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_resource_version_is_refused_after_validation_and_only_when_it_is_a_number() {
+    let server = start(options()).await;
+    // Validation (BeforeCreate) runs before the etcd3 store sees the resourceVersion.
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "Bad_Name", "resourceVersion": "5"}}),
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    // The store refuses it before it looks for the key: a taken name is still a 500.
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "plain", "resourceVersion": "5"}}),
+    )
+    .await;
+    assert_eq!(reply.status, 500, "{}", reply.text);
+    assert_eq!(
+        reply.json(),
+        json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"resourceVersion should not be set on objects to be created","code":500})
+    );
+    // `ObjectResourceVersion` parses it as a number: "0" and text that is no number pass,
+    // and the stored object gets its own resource version.
+    for (name, version) in [("rv-zero", "0"), ("rv-text", "abc")] {
+        let reply = create_raw(
+            &server,
+            &json!({"metadata": {"name": name, "resourceVersion": version}}),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let stored = reply.json()["metadata"]["resourceVersion"].clone();
+        assert!(
+            stored.as_str().unwrap().parse::<u64>().unwrap() > 0,
+            "{stored}"
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_fields_in_a_created_secret_are_warnings_not_errors() {
+    let server = start(options()).await;
+    let reply = create_raw(
+        &server,
+        &json!({"metadata": {"name": "u", "bogus": 1}, "extra": true, "type": "Opaque"}),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let mut warnings: Vec<&str> = reply
+        .headers
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    warnings.sort_unstable();
+    assert_eq!(
+        warnings,
+        [
+            r#"299 - "unknown field \"extra\"""#,
+            r#"299 - "unknown field \"metadata.bogus\"""#
+        ]
+    );
+    assert!(server.secrets().iter().any(|s| name_of(s) == "u"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_options_in_the_query_are_read_as_kube_apiserver_reads_them() {
+    let server = start(options()).await;
+    let path = "/api/v1/namespaces/payments/secrets";
+    let seeded = server.secrets().len();
+    // dryRun=All: defaulted, named, validated and checked against what is stored, not stored.
+    let reply = post(
+        &server,
+        &format!("{path}?dryRun=All"),
+        Some(ADMIN),
+        r#"{"metadata":{"generateName":"dry-"}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let body = reply.json();
+    assert!(
+        body["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("dry-")
+    );
+    assert!(body["metadata"]["uid"].is_string());
+    assert_eq!(body["type"], "Opaque");
+    let reply = post(
+        &server,
+        &format!("{path}?dryRun=All"),
+        Some(ADMIN),
+        r#"{"metadata":{"name":"plain"}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 409, "{}", reply.text);
+    assert_eq!(server.secrets().len(), seeded);
+    // CreateOptions are validated before the body is read.
+    let invalid = |field: &str, message: &str| {
+        json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+            "message": format!("CreateOptions.meta.k8s.io \"\" is invalid: {field}: {message}"),
+            "reason":"Invalid",
+            "details":{"group":"meta.k8s.io","kind":"CreateOptions","causes":[
+                {"reason":"FieldValueNotSupported","message":message,"field":field}]},
+            "code":422})
+    };
+    let reply = post(
+        &server,
+        &format!("{path}?dryRun=Yes"),
+        Some(ADMIN),
+        "not json",
+    )
+    .await;
+    assert_eq!(
+        reply.json(),
+        invalid(
+            "dryRun",
+            r#"Unsupported value: ["Yes"]: supported values: "All""#
+        )
+    );
+    let reply = post(
+        &server,
+        &format!("{path}?fieldValidation=Loose"),
+        Some(ADMIN),
+        "not json",
+    )
+    .await;
+    assert_eq!(
+        reply.json(),
+        invalid(
+            "fieldValidation",
+            r#"Unsupported value: "Loose": supported values: "", "Ignore", "Strict", "Warn""#
+        )
+    );
+    // Strict refuses unknown fields, Ignore drops them without a warning.
+    let unknown = r#"{"extra":true,"metadata":{"bogus":1,"name":"strict"}}"#;
+    let reply = post(
+        &server,
+        &format!("{path}?fieldValidation=Strict"),
+        Some(ADMIN),
+        unknown,
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(
+        reply.json(),
+        json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+            "message":"Secret in version \"v1\" cannot be handled as a Secret: strict decoding error: unknown field \"extra\", unknown field \"metadata.bogus\"",
+            "reason":"BadRequest","code":400})
+    );
+    let reply = post(
+        &server,
+        &format!("{path}?fieldValidation=Ignore"),
+        Some(ADMIN),
+        unknown,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.header("warning"), "");
+    assert_eq!(server.secrets().len(), seeded + 1);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn data_and_string_data_are_stored_as_base64_data() {
     let server = start(options()).await;
@@ -322,6 +673,108 @@ async fn delete_answers_kube_apiservers_exact_bodies() {
     assert_eq!(
         reply.json(),
         json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"secrets \"plain\" not found","reason":"NotFound","details":{"name":"plain","kind":"secrets"},"code":404})
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_options_are_validated_as_kube_apiserver_validates_them() {
+    let server = start(options()).await;
+    let path = "/api/v1/namespaces/payments/secrets/plain";
+    let invalid = |field: &str, reason: &str, message: &str| {
+        json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+            "message": format!("DeleteOptions.meta.k8s.io \"\" is invalid: {field}: {message}"),
+            "reason":"Invalid",
+            "details":{"group":"meta.k8s.io","kind":"DeleteOptions","causes":[
+                {"reason":reason,"message":message,"field":field}]},
+            "code":422})
+    };
+    let reply = delete(
+        &server,
+        path,
+        Some(ADMIN),
+        Some(r#"{"propagationPolicy":"Sideways"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert_eq!(
+        reply.json(),
+        invalid(
+            "propagationPolicy",
+            "FieldValueNotSupported",
+            r#"Unsupported value: "Sideways": supported values: "Foreground", "Background", "Orphan", "nil""#
+        )
+    );
+    let reply = delete(
+        &server,
+        path,
+        Some(ADMIN),
+        Some(r#"{"orphanDependents":true,"propagationPolicy":"Background"}"#),
+    )
+    .await;
+    assert_eq!(
+        reply.json(),
+        invalid(
+            "propagationPolicy",
+            "FieldValueInvalid",
+            r#"Invalid value: "Background": orphanDependents and deletionPropagation cannot be both set"#
+        )
+    );
+    // Without a body the options come from the query.
+    let reply = delete(&server, &format!("{path}?dryRun=Yes"), Some(ADMIN), None).await;
+    assert_eq!(
+        reply.json(),
+        invalid(
+            "dryRun",
+            "FieldValueNotSupported",
+            r#"Unsupported value: ["Yes"]: supported values: "All""#
+        )
+    );
+    let collection = "/api/v1/namespaces/payments/secrets?labelSelector=app%3Dweb";
+    let reply = delete(
+        &server,
+        &format!("{collection}&propagationPolicy=Sideways"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert!(server.secrets().iter().any(|s| name_of(s) == "plain"));
+    // Background, the default for Secrets, deletes at once; so does the query form.
+    let reply = delete(
+        &server,
+        &format!("{path}?propagationPolicy=Background"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let reply = delete(
+        &server,
+        "/api/v1/namespaces/web/secrets?labelSelector=app%3Dweb",
+        Some(ADMIN),
+        Some(r#"{"apiVersion":"meta.k8s.io/v1","kind":"DeleteOptions","propagationPolicy":"Background"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    // The deleted objects as listed, data included, under the list's resource version.
+    let list = reply.json();
+    assert_eq!(list["kind"], "SecretList");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["metadata"]["name"], "web-token");
+    assert!(list["items"][0]["data"]["token"].is_string(), "{list}");
+    assert!(
+        list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    assert!(
+        !server
+            .secrets()
+            .iter()
+            .any(|s| name_of(s) == "plain" || name_of(s) == "web-token")
     );
     server.shutdown().await;
 }
