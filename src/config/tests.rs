@@ -335,3 +335,33 @@ fn templated_namespaces_are_inside_a_ceiling_glob_only_when_provably_so() {
         );
     }
 }
+
+#[test]
+fn a_revocable_policy_needs_a_name_and_issuer_that_are_label_values() {
+    let revocable = VALID.replacen(
+        "      maxTtl: 1h\n",
+        "      maxTtl: 1h\n      revocable: true\n",
+        1,
+    );
+    let config = parse(&revocable).unwrap();
+    let policy = config.policies.iter().next().unwrap();
+    assert!(policy.grant.revocable);
+    assert!(!config.policies.iter().nth(1).unwrap().grant.revocable);
+    let message = error_of(&revocable.replace("deploy-webapp", "deploy webapp"));
+    assert!(
+        message.contains(
+            "policies[0] (deploy webapp): grant.revocable: the policy name \"deploy webapp\""
+        ),
+        "{message}"
+    );
+    let long = "p".repeat(64);
+    let message = error_of(&revocable.replace("deploy-webapp", &long));
+    assert!(message.contains("grant.revocable"), "{message}");
+    let message = error_of(&revocable.replace("github", "git_hub_"));
+    assert!(
+        message.contains("grant.revocable: the issuer name \"git_hub_\""),
+        "{message}"
+    );
+    // Not revocable: the same names load.
+    parse(&VALID.replace("deploy-webapp", "deploy webapp")).unwrap();
+}

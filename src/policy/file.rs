@@ -33,6 +33,9 @@ pub struct RawGrant {
     pub ttl: Option<ConfigDuration>,
     #[serde(default)]
     pub max_ttl: Option<ConfigDuration>,
+    /// Bind each token to a Secret of its own, so that deleting the Secret revokes it.
+    #[serde(default)]
+    pub revocable: bool,
 }
 
 /// One entry of `tests:`: claims, a request, and the decision expected.

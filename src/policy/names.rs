@@ -94,3 +94,17 @@ mod tests {
         assert!(ServiceAccountRef::parse(&long).is_err());
     }
 }
+
+/// Whether `value` is a valid Kubernetes label value: at most 63 characters, empty or
+/// alphanumeric at both ends with `-`, `_`, `.` and alphanumerics between.
+pub fn is_label_value(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    if bytes.is_empty() {
+        return true;
+    }
+    let inner = |byte: &u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.');
+    bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes.iter().all(inner)
+}
