@@ -27,7 +27,9 @@ const ANONYMOUS_PATHS: &[&str] = &[
 
 impl ApiState {
     /// Authenticates a token for `audiences` (the API audiences when empty), as the
-    /// authenticator chain does for requests and for TokenReview.
+    /// authenticator chain does for requests and for TokenReview: through the success cache,
+    /// so a token that stopped being valid (its bound Secret deleted) may still pass for up
+    /// to the cache's TTL after its last checked success.
     ///
     /// `Ok(None)`: no authenticator recognised the token. `Err`: one did and rejected it.
     pub fn authenticate_token(
@@ -40,6 +42,21 @@ impl ApiState {
         } else {
             audiences
         };
+        if let Some(cached) = self.token_cache.get(token, targets) {
+            return Ok(Some(cached));
+        }
+        let result = self.authenticate_uncached(token, targets);
+        if let Ok(Some(authenticated)) = &result {
+            self.token_cache.put(token, targets, authenticated);
+        }
+        result
+    }
+
+    fn authenticate_uncached(
+        &self,
+        token: &str,
+        targets: &[String],
+    ) -> Result<Option<Authenticated>, String> {
         if let Some(user) = self.users.iter().find(|user| user.token == token) {
             // Static tokens are audience-agnostic: kube's wrapper accepts them for the API
             // audiences and leaves them unhandled for any other.
@@ -65,7 +82,7 @@ impl ApiState {
             token,
             &self.issuer,
             &self.key,
-            &self.cluster,
+            &self.cluster(),
             targets,
             self.now(),
         )?;

@@ -19,7 +19,8 @@ use dev_pki::keys::SigningKey;
 /// keys, which is the order kube-apiserver lists in.
 pub type ObjectKey = (String, String);
 
-/// The seeded objects. Immutable once built.
+/// The objects: built from the seeds; Secrets are then created and deleted through the API,
+/// everything else stays as seeded.
 pub struct Cluster {
     pub(super) service_accounts: BTreeMap<ObjectKey, ServiceAccount>,
     pub(super) secrets: BTreeMap<ObjectKey, Secret>,
@@ -213,9 +214,36 @@ impl Cluster {
         self.nodes.get(&(String::new(), name.to_owned()))
     }
 
-    /// The resource version lists report: the highest any object has.
+    /// The resource version lists report: etcd's revision, the last write's.
     pub fn resource_version(&self) -> u64 {
         self.resource_version
+    }
+
+    /// Every Secret, in key order.
+    pub fn all_secrets(&self) -> Vec<Secret> {
+        self.secrets.values().cloned().collect()
+    }
+
+    /// Stores a new Secret under the next resource version, which it gets in its metadata.
+    /// The caller has checked that the name is free.
+    pub fn insert_secret(&mut self, mut secret: Secret) -> Secret {
+        self.resource_version += 1;
+        secret.metadata.resource_version = Some(self.resource_version.to_string());
+        let key = (
+            secret.metadata.namespace.clone().unwrap_or_default(),
+            secret.metadata.name.clone().unwrap_or_default(),
+        );
+        self.secrets.insert(key, secret.clone());
+        secret
+    }
+
+    /// Deletes a Secret; a deletion is a write, so it moves the resource version on.
+    pub fn remove_secret(&mut self, namespace: &str, name: &str) -> Option<Secret> {
+        let removed = self
+            .secrets
+            .remove(&(namespace.to_owned(), name.to_owned()))?;
+        self.resource_version += 1;
+        Some(removed)
     }
 }
 

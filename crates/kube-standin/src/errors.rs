@@ -41,6 +41,16 @@ pub struct InvalidField {
     pub detail: String,
 }
 
+/// A `field.Error` of any type: its path, its `CauseType` and `ErrorBody()`.
+#[derive(Debug, Clone)]
+pub struct FieldError {
+    pub field: String,
+    /// `FieldValueInvalid`, `FieldValueRequired`, `FieldValueTooLong`, ...
+    pub reason: &'static str,
+    /// `Invalid value: "x": detail`, `Required value: detail`, ...
+    pub body: String,
+}
+
 impl InvalidField {
     fn body(&self) -> String {
         format!("Invalid value: {}: {}", self.value, self.detail)
@@ -85,9 +95,22 @@ impl Status {
 
     /// `NewInvalid(kind, name, errs)`: 422 with one cause per field error.
     pub fn invalid(kind: GroupResource<'_>, name: &str, errors: &[InvalidField]) -> Self {
+        let errors: Vec<FieldError> = errors
+            .iter()
+            .map(|e| FieldError {
+                field: e.field.clone(),
+                reason: "FieldValueInvalid",
+                body: e.body(),
+            })
+            .collect();
+        Self::invalid_fields(kind, name, &errors)
+    }
+
+    /// `NewInvalid(kind, name, errs)` for field errors of any type.
+    pub fn invalid_fields(kind: GroupResource<'_>, name: &str, errors: &[FieldError]) -> Self {
         let listed: Vec<String> = errors
             .iter()
-            .map(|e| format!("{}: {}", e.field, e.body()))
+            .map(|e| format!("{}: {}", e.field, e.body))
             .collect();
         let aggregate = match listed.as_slice() {
             [one] => one.clone(),
@@ -97,8 +120,8 @@ impl Status {
         let causes = errors
             .iter()
             .map(|e| StatusCause {
-                reason: "FieldValueInvalid",
-                message: e.body(),
+                reason: e.reason,
+                message: e.body.clone(),
                 field: e.field.clone(),
             })
             .collect();
@@ -111,6 +134,12 @@ impl Status {
                 ..kind.details(name)
             }),
         )
+    }
+
+    /// `NewAlreadyExists`: `<resource> "<name>" already exists`.
+    pub fn already_exists(resource: GroupResource<'_>, name: &str) -> Self {
+        let message = format!("{} {name:?} already exists", resource.qualified());
+        Self::failure(409, "AlreadyExists", message, Some(resource.details(name)))
     }
 
     /// `NewForbidden`, as `ForbiddenStatusError` builds it: the message is HTML-escaped and

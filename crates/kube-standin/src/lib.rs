@@ -1,7 +1,7 @@
 //! The Kubernetes API stand-in: a real HTTPS server that answers the endpoints tokenvend uses
 //! exactly as kube-apiserver does: TokenRequest, TokenReview, SelfSubjectReview,
 //! service-account issuer discovery, API discovery, reads of ServiceAccounts, Secrets, Pods and
-//! Nodes, and its own `/metrics`. Loopback only; for `tokenvend dev` and tests. The crate's
+//! Nodes, Secret create, delete and deletecollection, and its own `/metrics`. Loopback only; for `tokenvend dev` and tests. The crate's
 //! README.md says what it follows upstream and where it knowingly differs.
 //!
 //! The request flow mirrors kube-apiserver's filter chain: authentication ([`authn`]), fault
@@ -24,11 +24,13 @@ mod rbac;
 mod reads;
 mod request_info;
 mod reviews;
+mod secrets;
 mod selectors;
 mod state;
 mod status;
 mod token_request;
 mod user;
+mod validation;
 
 #[cfg(test)]
 mod tests;
@@ -48,10 +50,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use self::cluster::Cluster;
-pub use self::faults::Fault;
+pub use self::faults::{Fault, FaultTarget};
 pub use self::options::{
-    ApiServerOptions, DEFAULT_ISSUER, SERVICE_ACCOUNT_NAME_ANNOTATION, SERVICE_ACCOUNT_TOKEN_TYPE,
-    SERVICE_ACCOUNT_UID_ANNOTATION, SeedNode, SeedPod, SeedSecret, SeedServiceAccount, SeedUser,
+    ApiServerOptions, DEFAULT_ISSUER, DEFAULT_TOKEN_SUCCESS_CACHE_TTL,
+    SERVICE_ACCOUNT_NAME_ANNOTATION, SERVICE_ACCOUNT_TOKEN_TYPE, SERVICE_ACCOUNT_UID_ANNOTATION,
+    SeedNode, SeedPod, SeedSecret, SeedServiceAccount, SeedUser,
 };
 pub use self::rbac::RbacRule;
 use self::state::ApiState;
@@ -115,11 +118,13 @@ impl ApiServer {
             max_token_expiration: options.max_token_expiration,
             url,
             key,
-            cluster,
+            cluster: RwLock::new(cluster),
             users: options.users,
             rbac: RwLock::new(options.rbac),
             faults: faults::Faults::default(),
             token_requests: AtomicU64::new(0),
+            secret_writes: AtomicU64::new(0),
+            token_cache: state::TokenCache::new(options.token_success_cache_ttl),
             requests: counts::RequestCounts::default(),
             list_page_size_default: options.list_page_size_default,
         });
@@ -175,8 +180,9 @@ impl ApiServer {
     ) -> anyhow::Result<String> {
         let state = &self.state;
         let account = state
-            .cluster
+            .cluster()
             .service_account(namespace, name)
+            .cloned()
             .ok_or_else(|| {
                 anyhow::anyhow!("serviceaccounts {name:?} not found in {namespace:?}")
             })?;
@@ -213,12 +219,19 @@ impl ApiServer {
         )
     }
 
-    /// Injects a fault into the next TokenRequest calls.
+    /// Injects a fault into the next TokenRequest calls: `inject_for(FaultTarget::TokenRequest,
+    /// fault)`.
     pub fn inject(&self, fault: Fault) {
-        self.state.faults.inject(fault);
+        self.inject_for(FaultTarget::TokenRequest, fault);
     }
 
-    /// Removes every injected fault.
+    /// Injects a fault into the next calls of `target`; [`FaultTarget::Any`] is the whole
+    /// API server down or overloaded.
+    pub fn inject_for(&self, target: FaultTarget, fault: Fault) {
+        self.state.faults.inject(target, fault);
+    }
+
+    /// Removes every injected fault, of every target.
     pub fn clear_faults(&self) {
         self.state.faults.clear();
     }
@@ -226,6 +239,18 @@ impl ApiServer {
     /// How many TokenRequest calls arrived, whatever their outcome.
     pub fn token_requests(&self) -> u64 {
         self.state.token_requests.load(Ordering::Relaxed)
+    }
+
+    /// How many Secret creates, deletes and deletecollections arrived, whatever their
+    /// outcome.
+    pub fn secret_writes(&self) -> u64 {
+        self.state.secret_writes.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of every Secret, all namespaces, in namespace/name order: the seeded ones
+    /// and those created through the API, without the deleted ones.
+    pub fn secrets(&self) -> Vec<k8s_openapi::api::core::v1::Secret> {
+        self.state.cluster().all_secrets()
     }
 
     /// Grants one more permission, effective for the next request.
@@ -250,6 +275,16 @@ fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
             post(token_request::create),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/secrets",
+            get(reads::fallback)
+                .post(secrets::create)
+                .delete(secrets::delete_collection),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/secrets/{name}",
+            get(reads::fallback).delete(secrets::delete),
         )
         .route(
             "/apis/authentication.k8s.io/v1/tokenreviews",

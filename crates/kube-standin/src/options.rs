@@ -2,10 +2,14 @@
 //! objects, users and permissions it is seeded with.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
 use super::rbac::RbacRule;
+
+/// kube-apiserver's default `--token-success-cache-ttl`.
+pub const DEFAULT_TOKEN_SUCCESS_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// `--service-account-issuer` when none is given, as in a kubeadm cluster.
 pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -31,6 +35,10 @@ pub struct ApiServerOptions {
     /// Page size for list calls that send no `limit`; `None` answers them unpaginated, as
     /// kube-apiserver does. A test aid for clients that must follow `continue`.
     pub list_page_size_default: Option<usize>,
+    /// `--token-success-cache-ttl`: how long a successful token authentication is reused
+    /// without checking the token again (so a token whose bound Secret was deleted keeps
+    /// working for up to this long). Zero disables the cache. kube-apiserver's default: 10 s.
+    pub token_success_cache_ttl: Duration,
 }
 
 impl Default for ApiServerOptions {
@@ -46,6 +54,7 @@ impl Default for ApiServerOptions {
             users: Vec::new(),
             rbac: Vec::new(),
             list_page_size_default: None,
+            token_success_cache_ttl: DEFAULT_TOKEN_SUCCESS_CACHE_TTL,
         }
     }
 }

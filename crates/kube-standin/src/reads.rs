@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::authn::Caller;
+use super::cluster::Cluster;
 use super::errors::GroupResource;
 use super::listing::{ListedObject, RESOURCES, field_labels};
 use super::request_info::{RequestInfo, ResourceAttributes};
@@ -28,10 +29,21 @@ pub async fn fallback(
     uri: Uri,
 ) -> Response {
     let request = RequestInfo::parse(&method, uri.path(), uri.query());
+    if request.resource.is_some()
+        && let Err(error) = state.faults.apply(None).await
+    {
+        return error.into_response();
+    }
     if let Err(status) = state.authorize(&caller.0, &request) {
         return status.into_response();
     }
     match (&request.resource, request.verb.as_str()) {
+        // Across namespaces, secrets are only listed and watched: no deletecollection route.
+        (Some(resource), "deletecollection")
+            if resource.resource == "secrets" && request.namespace.is_none() =>
+        {
+            Status::method_not_allowed().into_response()
+        }
         (Some(resource), "get" | "list")
             if resource.api_group.is_empty() && resource.api_version == "v1" =>
         {
@@ -70,14 +82,15 @@ fn read(
     if !resource.subresource.is_empty() || (!namespaced && request.namespace.is_some()) {
         return Err(Status::no_such_path());
     }
-    let objects = state.cluster.objects(plural).unwrap_or_default();
+    let cluster = state.cluster();
+    let objects = cluster.objects(plural).unwrap_or_default();
     let in_scope = objects
         .into_iter()
         .filter(|o| request.namespace.as_ref().is_none_or(|ns| *ns == o.key.0));
     if resource.name.is_empty() {
         let Query(query) = Query::<ListQuery>::try_from_uri(uri)
             .map_err(|e| Status::bad_request(e.body_text()))?;
-        let list = list(state, plural, kind, in_scope.collect(), &query)?;
+        let list = list(&cluster, state, plural, kind, in_scope.collect(), &query)?;
         return Ok(axum::Json(list).into_response());
     }
     let mut found = in_scope.filter(|o| o.key.1 == resource.name);
@@ -142,6 +155,7 @@ fn storage_key(object: &ListedObject) -> String {
 }
 
 fn list(
+    cluster: &Cluster,
     state: &ApiState,
     plural: &str,
     kind: &str,
@@ -163,7 +177,7 @@ fn list(
         .into_iter()
         .filter(|o| labels.matches(&o.labels) && fields.matches(&o.fields))
         .collect();
-    let resource_version = state.cluster.resource_version();
+    let resource_version = cluster.resource_version();
     if let Some(token) = query.continue_token.as_deref().filter(|t| !t.is_empty()) {
         let start = decode_continue(token)?;
         matching.retain(|o| storage_key(o) >= start);

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::authn::Caller;
 use super::decode::{self, ApiType, OBJECT_META, Schema};
+use super::faults::FaultTarget;
 use super::request_info::RequestInfo;
 use super::state::ApiState;
 use super::status::Status;
@@ -103,6 +104,9 @@ pub async fn token_review(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Err(error) = state.faults.apply(Some(FaultTarget::TokenReview)).await {
+        return error.into_response();
+    }
     match review_token(&state, &caller, &uri, &headers, body) {
         Ok(review) => (StatusCode::CREATED, axum::Json(review)).into_response(),
         Err(status) => status.into_response(),
@@ -164,6 +168,9 @@ pub async fn self_subject_review(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Err(error) = state.faults.apply(None).await {
+        return error.into_response();
+    }
     let result = state
         .authorize(
             &caller,

@@ -1,12 +1,14 @@
 //! The state every handler of the stand-in shares: its flags, signing key, objects, users,
 //! RBAC rules, injected faults and counters.
 
-use std::sync::RwLock;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::claims::Authenticated;
 use super::cluster::Cluster;
 use super::counts::RequestCounts;
 use super::faults::Faults;
@@ -26,17 +28,32 @@ pub struct ApiState {
     /// `https://host:port`: the external address, for `jwks_uri`.
     pub url: String,
     pub key: SigningKey,
-    pub cluster: Cluster,
+    /// The objects; Secrets change through create and delete, everything else is as seeded.
+    pub cluster: RwLock<Cluster>,
     pub users: Vec<SeedUser>,
     pub rbac: RwLock<Vec<RbacRule>>,
     pub faults: Faults,
     pub token_requests: AtomicU64,
+    /// Secret creates, deletes and deletecollections that arrived, whatever their outcome.
+    pub secret_writes: AtomicU64,
+    /// kube-apiserver's cache of successful token authentications.
+    pub token_cache: TokenCache,
     /// Every request served, by verb, resource and code: what `/metrics` reports.
     pub requests: RequestCounts,
     pub list_page_size_default: Option<usize>,
 }
 
 impl ApiState {
+    /// The objects, for reading. Never held across an `await`.
+    pub fn cluster(&self) -> RwLockReadGuard<'_, Cluster> {
+        self.cluster.read().expect("cluster lock")
+    }
+
+    /// The objects, for a write. Never held across an `await`.
+    pub fn cluster_mut(&self) -> RwLockWriteGuard<'_, Cluster> {
+        self.cluster.write().expect("cluster lock")
+    }
+
     /// Seconds since the Unix epoch.
     pub fn now(&self) -> u64 {
         SystemTime::now()
@@ -48,6 +65,51 @@ impl ApiState {
     pub fn authorize(&self, user: &UserInfo, request: &RequestInfo) -> Result<(), Status> {
         let rules = self.rbac.read().expect("rbac lock");
         rbac::authorize(&rules, user, request)
+    }
+}
+
+/// The token success cache of kube-apiserver's authenticator chain (`tokencache` around the
+/// union of token authenticators): a successful authentication of a token for a set of
+/// audiences is reused, without validating the token again, until the TTL has passed since it
+/// was made. Failures are not cached (`--token-failure-cache-ttl` defaults to 0).
+#[derive(Debug)]
+pub struct TokenCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<CacheKey, (Instant, Authenticated)>>,
+}
+
+/// A token and the audiences it was authenticated for.
+type CacheKey = (String, Vec<String>);
+
+impl TokenCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A success for `token` and `audiences` younger than the TTL.
+    pub fn get(&self, token: &str, audiences: &[String]) -> Option<Authenticated> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().expect("token cache lock");
+        let (at, authenticated) = entries.get(&(token.to_owned(), audiences.to_vec()))?;
+        (at.elapsed() < self.ttl).then(|| authenticated.clone())
+    }
+
+    /// Records a success; drops the entries that have expired.
+    pub fn put(&self, token: &str, audiences: &[String], authenticated: &Authenticated) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().expect("token cache lock");
+        entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+        entries.insert(
+            (token.to_owned(), audiences.to_vec()),
+            (Instant::now(), authenticated.clone()),
+        );
     }
 }
 

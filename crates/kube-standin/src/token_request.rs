@@ -21,6 +21,7 @@ use super::claims::{
 use super::cluster::uid;
 use super::decode::{self, ApiType, OBJECT_META, Schema};
 use super::errors::{GroupResource, InvalidField};
+use super::faults::FaultTarget;
 use super::request_info::RequestInfo;
 use super::state::{ApiState, rfc3339};
 use super::status::{ApiError, Status};
@@ -168,7 +169,10 @@ impl Call<'_> {
         body: Result<Bytes, BytesRejection>,
     ) -> Result<Created, ApiError> {
         let Caller(user) = caller?;
-        self.state.faults.apply().await?;
+        self.state
+            .faults
+            .apply(Some(FaultTarget::TokenRequest))
+            .await?;
         self.state.authorize(
             &user,
             &RequestInfo::parse(&Method::POST, uri.path(), uri.query()),
@@ -201,8 +205,9 @@ impl Call<'_> {
             return Err(Status::invalid(TOKEN_REQUEST_KIND, name, &[field]));
         }
         let account = state
-            .cluster
+            .cluster()
             .service_account(namespace, name)
+            .cloned()
             .ok_or_else(|| {
                 Status::not_found(
                     GroupResource {
@@ -229,7 +234,7 @@ impl Call<'_> {
             .unwrap_or(DEFAULT_EXPIRATION_SECONDS);
         validate_expiration(expiration)?;
         let binding = match &spec.bound_object_ref {
-            Some(reference) => Some(resolve(&state.cluster, namespace, name, reference)?),
+            Some(reference) => Some(resolve(&state.cluster(), namespace, name, reference)?),
             None => None,
         };
         if let Some(max) = state
