@@ -129,7 +129,13 @@ impl Exchange {
                 (Outcome::InvalidToken, Cow::Borrowed(why.metric_label()))
             }
             Ended::RevokeFailed(failure) => {
-                tracing::warn!(error = %failure.error, "revocation failed: the Kubernetes API did not answer");
+                if failure.error.is_transient() {
+                    tracing::warn!(error = %failure.error, "revocation failed: the Kubernetes API did not answer; the caller may retry");
+                } else {
+                    // A refusal (403: tokenvend's RBAC lacks tokenreviews or delete on
+                    // secrets) that a retry will not change: the operator must act.
+                    tracing::error!(error = %failure.error, "revocation refused by the Kubernetes API");
+                }
                 let reason = failure.metric_label();
                 self.metrics.rejected(&reason);
                 (Outcome::Error, Cow::Owned(reason))

@@ -150,7 +150,7 @@ fn named_binding(token: &str) -> Option<Named> {
         && crate::policy::is_dns1123_subdomain(&name)
         && !uid.is_empty()
         && !service_account.is_empty();
-    plausible.then(|| Named {
+    plausible.then_some(Named {
         audiences,
         binding: BoundSecret {
             namespace,
