@@ -105,16 +105,23 @@ fn read_form(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<ExchangeForm, OAuthError> {
-    parse_form(&form_body(uri, headers, body)?)
+    parse_form(&form_body(
+        uri,
+        headers,
+        body,
+        "send the ID token as subject_token, not as a bearer credential",
+    )?)
 }
 
 /// The form body of an OAuth endpoint, once its transport is checked: parameters in the body
 /// only (not the query string), no bearer credential, `application/x-www-form-urlencoded`,
-/// within the size limit.
+/// within the size limit. `bearer_refusal` tells a client that sent a bearer credential where
+/// its token belongs.
 fn form_body(
     uri: &Uri,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    bearer_refusal: &str,
 ) -> Result<Bytes, OAuthError> {
     if uri.query().is_some_and(|q| !q.is_empty()) {
         return Err(OAuthError::InvalidRequest(
@@ -122,9 +129,7 @@ fn form_body(
         ));
     }
     if has_bearer_credential(headers) {
-        return Err(OAuthError::InvalidRequest(
-            "send the token in the form body, not as a bearer credential".into(),
-        ));
+        return Err(OAuthError::InvalidRequest(bearer_refusal.to_owned()));
     }
     if !is_form(headers) {
         return Err(OAuthError::InvalidRequest(

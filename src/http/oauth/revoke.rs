@@ -30,7 +30,12 @@ impl<S: Send + Sync> FromRequest<S> for RevokeForm {
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
         let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await;
-        parse_revoke_form(&form_body(&parts.uri, &parts.headers, body)?)
+        parse_revoke_form(&form_body(
+            &parts.uri,
+            &parts.headers,
+            body,
+            "send the token to revoke as the token parameter, not as a bearer credential",
+        )?)
     }
 }
 
