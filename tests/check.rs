@@ -208,7 +208,10 @@ fn explain_prints_the_decision_trace() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("s, revocable (policy \"deploy\")"), "{stdout}");
+    assert!(
+        stdout.contains("s, revocable (policy \"deploy\")"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -18,6 +18,8 @@ use crate::policy::is_dns1123_label;
 
 /// When the API server names no wait, a caller is told to retry after this long.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest wait passed on from the API server.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// A binding deleted: the token it bound is refused by the API server from now on (after its
 /// authentication cache, about 10 s).
@@ -89,7 +91,7 @@ impl From<MintError> for RevokeUnavailable {
         };
         Self {
             error,
-            retry_after: retry_after.as_secs().max(1),
+            retry_after: retry_after.as_secs().clamp(1, MAX_RETRY_AFTER.as_secs()),
         }
     }
 }
