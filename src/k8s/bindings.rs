@@ -124,16 +124,16 @@ impl BindingCalls {
         deadline: tokio::time::Instant,
     ) -> Result<BoundSecret, MintError> {
         let namespace = secret.metadata.namespace.clone().unwrap_or_default();
-        self.used
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(namespace.clone());
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let created = self
             .counted("create_secret", deadline, async {
                 api.create(&PostParams::default(), secret).await
             })
             .await?;
+        self.used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(namespace.clone());
         match (created.metadata.name, created.metadata.uid) {
             (Some(name), Some(uid)) => Ok(BoundSecret {
                 namespace,

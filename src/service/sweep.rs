@@ -4,7 +4,8 @@
 //! rounded up to 10 minutes) lies in the past, naming those buckets in a label selector: one
 //! collection delete per namespace and chunk of buckets, never a list or a read.
 //!
-//! Which buckets: those since the last sweep that succeeded; after a start, those of the last
+//! Which buckets: per namespace, those since its last sweep that succeeded (a namespace that
+//! fails does not hold the others back); after a start, those of the last
 //! [`FIRST_LOOKBACK`] (written in chunks of [`BUCKETS_PER_CALL`] so that each selector stays
 //! short). A bucket is swept only once it ended [`CLOCK_MARGIN`] ago, so a token the API
 //! server considers valid a little longer than this process's clock is never cut short.
@@ -14,7 +15,7 @@
 //! a restart are not known here: `tokenvend revoke --issued-before` removes them, or the next
 //! issuance in that namespace puts it back on the list.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -38,8 +39,6 @@ pub const BUCKETS_PER_CALL: usize = 24;
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// The buckets swept (Unix seconds), oldest first.
-    pub buckets: Vec<i64>,
     /// Bindings deleted, over all namespaces.
     pub deleted: u64,
     /// Namespaces where a delete failed (their buckets are swept again next time).
@@ -54,10 +53,10 @@ pub struct Sweeper {
 
 #[derive(Debug, Default)]
 struct Progress {
-    /// The newest bucket every namespace was swept up to.
-    swept_through: Option<i64>,
-    /// Whether the last sweep failed somewhere (failures are logged once per change).
-    failing: bool,
+    /// Per namespace, the newest bucket swept.
+    swept_through: BTreeMap<String, i64>,
+    /// Namespaces whose last sweep failed (failures are logged once per change).
+    failing: BTreeSet<String>,
 }
 
 impl Sweeper {
@@ -68,19 +67,12 @@ impl Sweeper {
         }
     }
 
-    /// One sweep as of `now`: the buckets that ended at least [`CLOCK_MARGIN`] before `now`
-    /// and were not swept yet, in every namespace bindings may be in. Never fails: a failed
-    /// delete is logged and retried by the next sweep.
+    /// One sweep as of `now`: in every namespace bindings may be in, the buckets that ended
+    /// at least [`CLOCK_MARGIN`] before `now` and were not swept there yet. Never fails: a
+    /// failed delete is logged (once, until that namespace sweeps again) and retried by the
+    /// next sweep.
     pub async fn sweep_once(&self, now: Timestamp) -> SweepReport {
-        let swept_through = self.lock().swept_through;
-        let buckets = buckets_to_sweep(swept_through, now.as_second());
-        let Some(&newest) = buckets.last() else {
-            return SweepReport::default();
-        };
-        let mut report = SweepReport {
-            buckets: buckets.clone(),
-            ..SweepReport::default()
-        };
+        let mut report = SweepReport::default();
         let bindings = self.state.exchange.bindings();
         let mut namespaces: BTreeSet<String> = self
             .state
@@ -90,6 +82,12 @@ impl Sweeper {
             .revocable_namespaces();
         namespaces.extend(bindings.namespaces_used());
         for namespace in &namespaces {
+            let swept_through = self.lock().swept_through.get(namespace).copied();
+            let buckets = buckets_to_sweep(swept_through, now.as_second());
+            let Some(&newest) = buckets.last() else {
+                continue;
+            };
+            let mut failed = None;
             for chunk in buckets.chunks(BUCKETS_PER_CALL) {
                 let selector = Selector {
                     expiry_buckets: chunk.to_vec(),
@@ -98,12 +96,24 @@ impl Sweeper {
                 match bindings.delete_selected(namespace, &selector).await {
                     Ok(deleted) => report.deleted += deleted,
                     Err(error) => {
-                        if !self.lock().failing {
-                            tracing::warn!(%namespace, %error, "sweeping expired token bindings failed; retried at the next sweep");
-                        }
-                        report.failed.push(namespace.clone());
+                        failed = Some(error);
                         break;
                     }
+                }
+            }
+            let mut progress = self.lock();
+            match failed {
+                None => {
+                    progress.swept_through.insert(namespace.clone(), newest);
+                    if progress.failing.remove(namespace) {
+                        tracing::info!(%namespace, "sweeping expired token bindings works again");
+                    }
+                }
+                Some(error) => {
+                    if progress.failing.insert(namespace.clone()) {
+                        tracing::warn!(%namespace, %error, "sweeping expired token bindings failed; retried at each sweep");
+                    }
+                    report.failed.push(namespace.clone());
                 }
             }
         }
@@ -111,16 +121,6 @@ impl Sweeper {
             .exchange
             .metrics()
             .revoked(RevokedVia::Expired, report.deleted);
-        let mut progress = self.lock();
-        if report.failed.is_empty() {
-            progress.swept_through = Some(newest);
-            if progress.failing {
-                tracing::info!("sweeping expired token bindings works again");
-            }
-            progress.failing = false;
-        } else {
-            progress.failing = true;
-        }
         if report.deleted > 0 {
             tracing::info!(deleted = report.deleted, "expired token bindings deleted");
         }

@@ -532,3 +532,60 @@ async fn an_unreachable_api_during_a_revocation_is_503_with_retry_after() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_namespace_whose_sweep_fails_holds_no_other_back() {
+    let ops_policy = r#"
+  - name: ops-release
+    issuer: local
+    match: {repository: acme/ops}
+    grant:
+      serviceAccounts: [ops/releaser]
+      revocable: true
+"#;
+    // tokenvend may not collection-delete in `ops`.
+    let app = spawn_app_with(
+        &format!("{CONFIG}{REVOCABLE_POLICY}{ops_policy}"),
+        |options| {
+            for rule in &mut options.rbac {
+                if rule.namespace.as_deref() == Some("ops") {
+                    rule.verbs.retain(|verb| verb != "deletecollection");
+                }
+            }
+        },
+    )
+    .await;
+    let short = Some(json!({"expirationSeconds": 600}));
+    mint(&app, short.clone()).await;
+    let ops = app.id_token(json!({"sub": "ops", "repository": "acme/ops"}));
+    assert_eq!(app.post_token(&ops, short).await.status(), 200);
+    assert_eq!(bindings(&app).len(), 2);
+    let after = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
+    let sweeps = |metrics: &str| {
+        sample(
+            metrics,
+            r#"tokenvend_kube_binding_requests_total{call="delete_secrets",code="success"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+
+    let first = app.sweeper.sweep_once(after).await;
+
+    assert_eq!(
+        (first.deleted, first.failed.clone()),
+        (1, vec!["ops".to_owned()])
+    );
+    assert_eq!(
+        bindings(&app)
+            .iter()
+            .map(|secret| secret.metadata.namespace.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["ops"]
+    );
+    let calls = sweeps(&app.metrics().await);
+    // The next sweep at the same time: `production` is done, only `ops` is tried again.
+    let second = app.sweeper.sweep_once(after).await;
+    assert_eq!((second.deleted, second.failed), (0, vec!["ops".to_owned()]));
+    assert_eq!(sweeps(&app.metrics().await), calls);
+    app.stop().await;
+}
