@@ -70,6 +70,8 @@ pub struct Entitlement {
     pub audiences: Option<Vec<String>>,
     pub ttl_secs: u64,
     pub max_ttl_secs: u64,
+    /// `grant.revocable`: its tokens are bound to Secrets and can be revoked.
+    pub revocable: bool,
 }
 
 impl Exchange {
@@ -240,6 +242,7 @@ impl Exchange {
                 audiences: applicable.policy.grant.audiences.clone(),
                 ttl_secs: applicable.policy.grant.ttl_secs,
                 max_ttl_secs: applicable.policy.grant.max_ttl_secs,
+                revocable: applicable.policy.grant.revocable,
             })
             .collect();
         Ok(Listed { identity, grants })

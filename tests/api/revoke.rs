@@ -372,7 +372,7 @@ async fn non_revocable_policies_write_no_secret_and_say_nothing_of_revocation() 
 }
 
 #[tokio::test]
-async fn a_dry_run_of_a_revocable_grant_creates_nothing() {
+async fn a_dry_run_of_a_revocable_grant_creates_nothing_and_grants_say_revocable() {
     let app = spawn(Duration::ZERO).await;
 
     let response = app
@@ -387,6 +387,26 @@ async fn a_dry_run_of_a_revocable_grant_creates_nothing() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["revocable"], true, "{body}");
     assert_eq!(app.apiserver().secret_writes(), 0);
+    // The caller's grants say which are revocable.
+    for (claims, revocable) in [(release_claims(), Some(true)), (webapp_claims(), None)] {
+        let listed: Value = app
+            .http
+            .get(format!("{}/v1/grants", app.address))
+            .bearer_auth(app.id_token(claims))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            listed["grants"][0]
+                .get("revocable")
+                .and_then(Value::as_bool),
+            revocable,
+            "{listed}"
+        );
+    }
     app.stop().await;
 }
 
