@@ -249,8 +249,9 @@ fn create_secret(state: &ApiState, namespace: &str, mut body: Value) -> Result<S
     Ok(cluster.insert_secret(secret))
 }
 
-/// `ValidateSecret`: the object meta (name, labels), the data keys, and the one type whose
-/// rule the stand-in models (a service-account token Secret names its account).
+/// `ValidateSecret`, in its order: the object meta (name, labels, annotation keys), the data
+/// keys, then the one type whose rule the stand-in models (a service-account token Secret
+/// names its account).
 fn validate(secret: &Secret) -> Vec<FieldError> {
     let meta = &secret.metadata;
     let mut errors = Vec::new();
@@ -268,6 +269,14 @@ fn validate(secret: &Secret) -> Vec<FieldError> {
     if let Some(labels) = &meta.labels {
         errors.extend(validation::labels(labels));
     }
+    if let Some(annotations) = &meta.annotations {
+        errors.extend(validation::annotations(annotations));
+    }
+    for key in secret.data.iter().flat_map(BTreeMap::keys) {
+        for detail in validation::config_map_key(key) {
+            errors.push(validation::invalid(&format!("data[{key}]"), key, &detail));
+        }
+    }
     if secret.type_.as_deref() == Some(SERVICE_ACCOUNT_TOKEN_TYPE)
         && meta
             .annotations
@@ -279,11 +288,6 @@ fn validate(secret: &Secret) -> Vec<FieldError> {
             &format!("metadata.annotations[{SERVICE_ACCOUNT_NAME_ANNOTATION}]"),
             "",
         ));
-    }
-    for key in secret.data.iter().flat_map(BTreeMap::keys) {
-        for detail in validation::config_map_key(key) {
-            errors.push(validation::invalid(&format!("data[{key}]"), key, &detail));
-        }
     }
     errors
 }

@@ -194,6 +194,18 @@ pub fn labels(labels: &BTreeMap<String, String>) -> Vec<FieldError> {
     errors
 }
 
+/// `ValidateAnnotations`: every key, lower-cased, a qualified name. (The 256 KiB total is
+/// not checked.)
+pub fn annotations(annotations: &BTreeMap<String, String>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for key in annotations.keys() {
+        for detail in qualified_name(&key.to_lowercase()) {
+            errors.push(invalid("metadata.annotations", key, &detail));
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +247,19 @@ mod tests {
         assert!(label_value("1784887200").is_empty());
         assert_eq!(label_value("-x").len(), 1);
         assert_eq!(label_value(&"a".repeat(64)), [max_len_error(63)]);
+    }
+
+    #[test]
+    fn annotation_keys_are_checked_lower_cased() {
+        let keys = |key: &str| BTreeMap::from([(key.to_owned(), "any value at all".to_owned())]);
+        assert!(annotations(&keys("Tokenvend.io/Expires-At")).is_empty());
+        let errors = annotations(&keys("a b"));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "metadata.annotations");
+        assert!(
+            errors[0]
+                .body
+                .starts_with(r#"Invalid value: "a b": name part must consist"#)
+        );
     }
 }

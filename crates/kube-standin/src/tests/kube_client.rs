@@ -8,7 +8,7 @@ use kube::{Api, Client, Config};
 
 use super::*;
 
-async fn kube_client(server: &ApiServer, token: &str) -> Client {
+pub(super) async fn kube_client(server: &ApiServer, token: &str) -> Client {
     let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig(token)).unwrap();
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await

@@ -82,3 +82,49 @@ async fn a_granted_account_reads_the_request_counters() {
     assert_eq!(get(&server, "/metrics", Some(&token)).await.status, 200);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn secret_writes_are_counted_with_kube_verbs() {
+    let server = start(with_reader()).await;
+    let collection = "/api/v1/namespaces/payments/secrets";
+    let reply = post(
+        &server,
+        collection,
+        Some(ADMIN),
+        r#"{"metadata":{"name":"b"}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(
+        delete(&server, &format!("{collection}/b"), Some(ADMIN), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        delete(&server, &format!("{collection}/b"), Some(ADMIN), None)
+            .await
+            .status,
+        404
+    );
+    let reply = delete(
+        &server,
+        &format!("{collection}?labelSelector=x"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let reply = get(&server, "/metrics", Some(READER)).await;
+    let lines: Vec<&str> = reply.text.lines().collect();
+    for line in [
+        r#"apiserver_request_total{code="201",group="",resource="secrets",subresource="",verb="POST"} 1"#,
+        r#"apiserver_request_total{code="200",group="",resource="secrets",subresource="",verb="DELETE"} 1"#,
+        r#"apiserver_request_total{code="404",group="",resource="secrets",subresource="",verb="DELETE"} 1"#,
+        r#"apiserver_request_total{code="200",group="",resource="secrets",subresource="",verb="DELETECOLLECTION"} 1"#,
+    ] {
+        assert!(lines.contains(&line), "{line} in {}", reply.text);
+    }
+    assert_eq!(server.secret_writes(), 4);
+    server.shutdown().await;
+}

@@ -6,6 +6,7 @@ mod kube_client;
 mod metrics;
 mod reads;
 mod reviews;
+mod secrets;
 mod token_request;
 
 use std::net::SocketAddr;
@@ -134,6 +135,22 @@ pub async fn post_as(
         .header("content-type", content_type)
         .body(body.to_owned());
     send(request, Some(token)).await
+}
+
+/// `DELETE path`, with a JSON body when one is given.
+pub async fn delete(
+    server: &ApiServer,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Reply {
+    let mut request = client(server).delete(format!("{}{path}", server.url()));
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    send(request, token).await
 }
 
 pub async fn get(server: &ApiServer, path: &str, token: Option<&str>) -> Reply {

@@ -79,6 +79,23 @@ async fn a_review_for_another_audience_is_unauthenticated_with_an_error_and_an_e
 }
 
 #[tokio::test]
+async fn a_review_answers_the_intersection_of_its_audiences_with_the_tokens() {
+    let server = start(options()).await;
+    let token = mint_bound_token(&server, &["https://vault.example.com", "https://b"]).await;
+    let reply = post(
+        &server,
+        TOKEN_REVIEWS,
+        Some(MINTER),
+        &review(&token, &["https://elsewhere", "https://vault.example.com"]),
+    )
+    .await;
+    let status = &reply.json()["status"];
+    assert_eq!(status["authenticated"], true, "{}", reply.text);
+    assert_eq!(status["audiences"], json!(["https://vault.example.com"]));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_review_without_audiences_checks_the_api_audiences() {
     let server = start(options()).await;
     let token = mint_bound_token(&server, &[]).await;
