@@ -155,6 +155,9 @@ impl KubeMinter {
         binding: &NewBinding,
         deadline: tokio::time::Instant,
     ) -> Result<MintedToken, MintError> {
+        // The expiry asked for: the API server may only shorten it (its maximum expiration);
+        // it extends only pod-bound tokens. So the binding's expiry bucket never ends before
+        // the token does, and a sweep never deletes the binding of a live token.
         let expires = Timestamp::now()
             .checked_add(jiff::SignedDuration::from_secs(
                 i64::try_from(request.expiration_secs).unwrap_or(i64::MAX),
