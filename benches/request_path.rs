@@ -14,10 +14,13 @@ use axum::http::{Request, header};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::Algorithm;
 use secrecy::SecretString;
+use std::collections::BTreeSet;
 use tokenvend::exchange::{Exchange, LimitSettings, Limits, Snapshot};
 use tokenvend::http::{AppState, public_router};
+use tokenvend::k8s::binding::Selector;
 use tokenvend::k8s::{
-    ApiContact, BoxFuture, KubeconfigCluster, MintError, MintRequest, MintedToken, Minter,
+    ApiContact, Bindings, BoundSecret, BoxFuture, Deleted, KubeconfigCluster, MintError,
+    MintRequest, MintedToken, Minter, Review,
 };
 use tokenvend::telemetry::{LogFormat, subscriber};
 use tower::ServiceExt;
@@ -31,6 +34,35 @@ struct PreparedMinter(MintedToken);
 impl Minter for PreparedMinter {
     fn mint<'a>(&'a self, _: &'a MintRequest) -> BoxFuture<'a, Result<MintedToken, MintError>> {
         Box::pin(async move { Ok(self.0.clone()) })
+    }
+}
+
+/// The bench's policies are not revocable: no binding call is made.
+struct NoBindings;
+
+impl Bindings for NoBindings {
+    fn review<'a>(
+        &'a self,
+        _: &'a SecretString,
+        _: Vec<String>,
+    ) -> BoxFuture<'a, Result<Review, MintError>> {
+        Box::pin(async { Ok(Review::Unauthenticated) })
+    }
+
+    fn delete<'a>(&'a self, _: &'a BoundSecret) -> BoxFuture<'a, Result<Deleted, MintError>> {
+        Box::pin(async { Ok(Deleted::AlreadyGone) })
+    }
+
+    fn delete_selected<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a Selector,
+    ) -> BoxFuture<'a, Result<u64, MintError>> {
+        Box::pin(async { Ok(0) })
+    }
+
+    fn namespaces_used(&self) -> BTreeSet<String> {
+        BTreeSet::new()
     }
 }
 
@@ -52,6 +84,7 @@ fn prepared_token(keys: &Keys) -> MintedToken {
             .expect("a valid time"),
         audiences: vec!["https://kubernetes.default.svc.cluster.local".to_owned()],
         token_id: Some("0321f834-b9fb-4f01-a271-87ab3fdb581b".to_owned()),
+        binding: None,
     }
 }
 
@@ -78,7 +111,13 @@ fn request_path(c: &mut Criterion) {
         per_identity_rate: 0.0,
         ..LimitSettings::default()
     });
-    let exchange = Exchange::new(snapshot, minter, Arc::clone(&keys.metrics), limits);
+    let exchange = Exchange::new(
+        snapshot,
+        minter,
+        Arc::new(NoBindings),
+        Arc::clone(&keys.metrics),
+        limits,
+    );
     let cluster = KubeconfigCluster {
         server: "https://127.0.0.1:6443".into(),
         ca_pem: None,

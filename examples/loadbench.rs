@@ -294,6 +294,7 @@ async fn floor(dir: &Path, mint: bool, max_seconds: u64) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?,
             audiences: Vec::new(),
             expiration_secs: u64::try_from(EXPIRATION_SECONDS)?,
+            binding: None,
         }),
     };
     let router = axum::Router::new()

@@ -44,7 +44,29 @@ pub const REQUEST_OUTCOMES: &[(&str, &[&str])] = &[
         "grants",
         &["listed", "invalid_token", "invalid_request", "error"],
     ),
+    (
+        "revoke",
+        &["revoked", "invalid_token", "invalid_request", "error"],
+    ),
 ];
+
+/// How a binding was deleted: the `via` label of `revocations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedVia {
+    /// `POST /oauth2/revoke` deleted it.
+    OAuth2,
+    /// The sweeper deleted it after its token expired.
+    Expired,
+}
+
+impl RevokedVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OAuth2 => "oauth2",
+            Self::Expired => "expired",
+        }
+    }
+}
 
 /// The `result` values of `jwks_fetches_total` and `config_reloads_total`.
 const RESULTS: [&str; 2] = ["success", "error"];
@@ -67,6 +89,9 @@ pub struct Metrics {
     team_files_refused: IntCounterVec,
     config_last_reload: prometheus::IntGauge,
     rate_limited: IntCounterVec,
+    revocations: IntCounterVec,
+    kube_binding_requests: IntCounterVec,
+    kube_binding_duration: Histogram,
 }
 
 /// Which limit refused a request: the `scope` label of `rate_limited_total`.
@@ -178,6 +203,24 @@ impl Metrics {
                 "Requests refused by a limit: `identity` (per issuer and subject, 429) or `in_flight` (load shed, 503).",
                 &["scope"],
             ),
+            revocations: counter(
+                "revocations_total",
+                "Binding Secrets of revocable tokens deleted, by how: `oauth2` (POST /oauth2/revoke) or `expired` (swept after expiry).",
+                &["via"],
+            ),
+            kube_binding_requests: counter(
+                "kube_binding_requests_total",
+                "Kubernetes API calls of revocable tokens (create_secret, delete_secret, delete_secrets, token_review) by result: `success`, the HTTP status code, `timeout` or `transport`.",
+                &["call", "code"],
+            ),
+            kube_binding_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "kube_binding_request_duration_seconds",
+                    "Latency of the Kubernetes API calls of revocable tokens.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid histogram"),
             registry,
         };
         metrics.register_all();
@@ -199,6 +242,9 @@ impl Metrics {
         }
         for result in RESULTS {
             self.config_reloads.with_label_values(&[result]);
+        }
+        for via in [RevokedVia::OAuth2, RevokedVia::Expired] {
+            self.revocations.with_label_values(&[via.as_str()]);
         }
     }
 
@@ -243,6 +289,9 @@ impl Metrics {
             Box::new(self.team_files_refused.clone()),
             Box::new(self.config_last_reload.clone()),
             Box::new(self.rate_limited.clone()),
+            Box::new(self.revocations.clone()),
+            Box::new(self.kube_binding_requests.clone()),
+            Box::new(self.kube_binding_duration.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -290,6 +339,21 @@ impl Metrics {
     pub fn kube_request(&self, code: &str, seconds: f64) {
         self.kube_requests.with_label_values(&[code]).inc();
         self.kube_duration.observe(seconds);
+    }
+
+    /// One binding call; `code` is `success`, the HTTP status, or `timeout`/`transport`.
+    pub fn kube_binding_request(&self, call: &'static str, code: &str, seconds: f64) {
+        self.kube_binding_requests
+            .with_label_values(&[call, code])
+            .inc();
+        self.kube_binding_duration.observe(seconds);
+    }
+
+    /// `count` bindings deleted.
+    pub fn revoked(&self, via: RevokedVia, count: u64) {
+        self.revocations
+            .with_label_values(&[via.as_str()])
+            .inc_by(count);
     }
 
     pub fn jwks_fetched(&self, issuer: &str, keys: usize) {

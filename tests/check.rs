@@ -191,6 +191,27 @@ fn explain_prints_the_decision_trace() {
     assert!(stdout.contains("policy \"deploy\" applies"), "{stdout}");
     assert!(stdout.contains("allow: production/deployer"), "{stdout}");
     assert!(stdout.contains("3600s, reduced from 7200s"), "{stdout}");
+    assert!(!stdout.contains("revocable"), "{stdout}");
+
+    // A revocable grant says so.
+    std::fs::write(
+        &config,
+        VALID.replacen("maxTtl: 1h\n", "maxTtl: 1h\n      revocable: true\n", 1),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tokenvend"))
+        .args(["explain", "--config"])
+        .arg(&config)
+        .arg("--claims")
+        .arg(&claims)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("s, revocable (policy \"deploy\")"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -21,7 +21,7 @@ fn read_banner(stdout: impl std::io::Read + Send + 'static, limit: Duration) -> 
     while let Ok(line) = lines_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         banner.push_str(&line);
         banner.push('\n');
-        if line.contains("auth whoami") {
+        if line.contains("/oauth2/revoke") {
             break;
         }
     }
@@ -71,15 +71,20 @@ fn dev_prints_a_banner_whose_commands_return_a_token_and_stops_cleanly_on_sigter
     );
     let banner = read_banner(child.stdout.take().unwrap(), Duration::from_secs(60));
     let commands = commands(&banner);
-    assert_eq!(commands.len(), 4, "banner:\n{banner}");
+    assert_eq!(commands.len(), 5, "banner:\n{banner}");
 
-    // Run the printed commands as a newcomer would paste them, and show what they print.
+    // Run the printed commands as a newcomer would paste them, and show what they print. The
+    // dev policy is revocable: after the printed revoke command, the same kubectl command
+    // fails once the stand-in's 10 s authentication cache lets go of the token.
     let script = format!(
-        "set -eu\n{id}\n{exchange}\necho\n{sa}\n{whoami}\n",
+        "set -eu\n{id}\n{exchange}\necho\n{sa}\n{whoami}\n{revoke}\n\
+         for _ in $(seq 60); do {whoami} >/dev/null 2>&1 || {{ echo revoked; exit 0; }}; sleep 0.5; done\n\
+         exit 1\n",
         id = commands[0],
         exchange = commands[1],
         sa = commands[2],
         whoami = commands[3],
+        revoke = commands[4],
     );
     let output = private_home(&mut bash, &dir.home())
         .arg("-c")
@@ -100,6 +105,8 @@ fn dev_prints_a_banner_whose_commands_return_a_token_and_stops_cleanly_on_sigter
         stdout.contains("system:serviceaccount:dev:deployer"),
         "kubectl auth whoami:\n{stdout}"
     );
+    assert_eq!(exchanged["revocable"], true);
+    assert_eq!(stdout.lines().last(), Some("revoked"), "{stdout}");
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

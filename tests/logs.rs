@@ -9,7 +9,7 @@ use tokenvend::telemetry::{LogFormat, subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use test_support::app::{spawn_app, webapp_claims};
+use test_support::app::{CONFIG, REVOCABLE_POLICY, release_claims, spawn_app_with, webapp_claims};
 
 /// Collects everything written to it.
 #[derive(Clone, Default)]
@@ -62,7 +62,7 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         audit.clone(),
     ))
     .unwrap();
-    let app = spawn_app().await;
+    let app = spawn_app_with(&format!("{CONFIG}{REVOCABLE_POLICY}"), |_| {}).await;
     let presented = app.id_token(webapp_claims());
 
     let response = app.post_token(&presented, None).await;
@@ -121,6 +121,21 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         .await
         .unwrap();
     assert_eq!(listed.status(), 200);
+    // A revocable token, then its revocation.
+    let release = app.id_token(release_claims());
+    let revocable_response = app.post_token(&release, None).await;
+    assert_eq!(revocable_response.status(), 200);
+    let revocable_json: Value = revocable_response.json().await.unwrap();
+    let revocable = revocable_json["token"].as_str().unwrap().to_owned();
+    let revoked = app
+        .http
+        .post(format!("{}/oauth2/revoke", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={revocable}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
     app.stop().await;
 
     let (logs, audit) = (logs.text(), audit.text());
@@ -129,7 +144,7 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
         "expected trace-level logs, got {} lines",
         logs.lines().count()
     );
-    assert_eq!(audit.lines().count(), 6, "{audit}");
+    assert_eq!(audit.lines().count(), 8, "{audit}");
     let records: Vec<Value> = audit
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -159,7 +174,9 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
             "denied",
             "invalid_token",
             "error",
-            "listed"
+            "listed",
+            "issued",
+            "revoked"
         ]
     );
     assert_eq!(records[5]["issuer"], "local");
@@ -193,8 +210,12 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
     assert_denied(&records[2], &denied);
     assert_invalid_token(&records[3]);
     assert_upstream_error(&records[4], &ghost, &upstream_request_id);
+    assert_revocable(&records[6], &records[7], &revocable_json);
+    assert_eq!(records[0]["binding"], Value::Null);
     assert_request_ids_in_log_lines(&logs);
     for token in [
+        &release,
+        &revocable,
         &presented,
         &issued,
         raw.trim_end(),
@@ -217,7 +238,7 @@ async fn no_token_appears_in_any_log_line_at_any_level() {
 
 /// Every field of the audit record (README, "What it measures and records"), present in every
 /// record (null when it does not apply).
-const AUDIT_FIELDS: [&str; 17] = [
+const AUDIT_FIELDS: [&str; 18] = [
     "time",
     "request_id",
     "client_request_id",
@@ -233,9 +254,33 @@ const AUDIT_FIELDS: [&str; 17] = [
     "expiration_timestamp",
     "token_id",
     "token_sha256",
+    "binding",
     "client_ip",
     "user_agent",
 ];
+
+/// A revocable issuance names its binding; its revocation names the same binding, service
+/// account and token (by jti and SHA-256).
+fn assert_revocable(issued: &Value, revoked: &Value, response: &Value) {
+    let token = response["token"].as_str().unwrap();
+    let claims = claims_of(token);
+    let binding = format!(
+        "production/{}",
+        claims["kubernetes.io"]["secret"]["name"].as_str().unwrap()
+    );
+    assert!(binding.starts_with("production/tokenvend-"), "{binding}");
+    assert_eq!(issued["policy"], "release");
+    assert_eq!(issued["binding"], binding.as_str());
+    assert_eq!(revoked["reason"], "revoked");
+    assert_eq!(revoked["binding"], binding.as_str());
+    assert_eq!(revoked["namespace"], "production");
+    assert_eq!(revoked["service_account"], "releaser");
+    assert_eq!(revoked["token_id"], claims["jti"]);
+    assert_eq!(revoked["token_id"], response["tokenId"]);
+    let sha = tokenvend::exchange::sha256_hex(token.as_bytes());
+    assert_eq!(revoked["token_sha256"], sha.as_str());
+    assert_eq!(issued["token_sha256"], sha.as_str());
+}
 
 /// The payload of a JWT, unverified (the test's own tokens).
 fn claims_of(token: &str) -> Value {

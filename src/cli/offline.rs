@@ -154,7 +154,7 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     match decision {
         Ok(grant) => {
             println!(
-                "allow: {} for audiences {:?}, {}s{} (policy {:?})",
+                "allow: {} for audiences {:?}, {}s{}{} (policy {:?})",
                 grant.service_account,
                 grant.audiences,
                 grant.expiration_secs,
@@ -162,6 +162,7 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                     .reduced_from_secs
                     .map(|asked| format!(", reduced from {asked}s"))
                     .unwrap_or_default(),
+                if grant.revocable { ", revocable" } else { "" },
                 grant.policy
             );
             Ok(ExitCode::SUCCESS)

@@ -335,3 +335,74 @@ fn templated_namespaces_are_inside_a_ceiling_glob_only_when_provably_so() {
         );
     }
 }
+
+#[test]
+fn a_revocable_policy_needs_a_name_and_issuer_that_are_label_values() {
+    let revocable = VALID.replacen(
+        "      maxTtl: 1h\n",
+        "      maxTtl: 1h\n      revocable: true\n",
+        1,
+    );
+    let config = parse(&revocable).unwrap();
+    let policy = config.policies.iter().next().unwrap();
+    assert!(policy.grant.revocable);
+    assert!(!config.policies.iter().nth(1).unwrap().grant.revocable);
+    let message = error_of(&revocable.replace("deploy-webapp", "deploy webapp"));
+    assert!(
+        message.contains(
+            "policies[0] (deploy webapp): grant.revocable: the policy name \"deploy webapp\""
+        ),
+        "{message}"
+    );
+    let long = "p".repeat(64);
+    let message = error_of(&revocable.replace("deploy-webapp", &long));
+    assert!(message.contains("grant.revocable"), "{message}");
+    let message = error_of(&revocable.replace("github", "git_hub_"));
+    assert!(
+        message.contains("grant.revocable: the issuer name \"git_hub_\""),
+        "{message}"
+    );
+    // Not revocable: the same names load.
+    parse(&VALID.replace("deploy-webapp", "deploy webapp")).unwrap();
+}
+
+/// A team policy's bindings are labelled `TEAM.NAME`: that label must be valid too.
+#[test]
+fn a_revocable_team_policy_is_labelled_team_dot_name() {
+    let dir =
+        std::env::temp_dir().join(format!("tokenvend-config-revocable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("payments")).unwrap();
+    let main = "issuers:\n  - name: ci\n    url: https://ci.example.com\n    audiences: [tv]\n\
+                policies: []\nteams:\n  payments:\n    files: payments/*.yaml\n    ceiling:\n      \
+                issuers: [ci]\n      namespaces: [payments]\n";
+    let team = |name: &str| {
+        format!(
+            "policies:\n  - name: {name}\n    issuer: ci\n    match: {{repo: acme/pay}}\n    \
+             grant: {{serviceAccounts: [payments/deployer], revocable: true}}\n"
+        )
+    };
+    let main_path = dir.join("main.yaml");
+    std::fs::write(&main_path, main).unwrap();
+    std::fs::write(dir.join("payments/deploy.yaml"), team("deploy")).unwrap();
+    let loaded = Config::load(&main_path).unwrap();
+    assert!(
+        loaded.team_refusals.is_empty(),
+        "{:?}",
+        loaded.team_refusals
+    );
+    let policy = loaded.policies.iter().next().unwrap();
+    assert!(policy.grant.revocable);
+    assert_eq!(crate::policy::policy_label(&policy.name), "payments.deploy");
+
+    // 9 + 55 characters: a valid policy name, too long for a label once qualified.
+    std::fs::write(dir.join("payments/deploy.yaml"), team(&"d".repeat(55))).unwrap();
+    let refused = Config::load(&main_path).unwrap();
+    assert!(refused.policies.is_empty());
+    let message = &refused.team_refusals[0].message;
+    assert!(
+        message.contains("grant.revocable: the policy name \"payments.ddd"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -143,6 +143,28 @@ pub fn stand_in_options(config: &Config, user_token: &str) -> ApiServerOptions {
             ..RbacRule::default()
         });
     }
+    // Revocable tokens: binding Secrets in the namespaces of revocable grants (create, delete,
+    // and deletecollection for the sweeper; never get, list or watch), and TokenReviews for
+    // `POST /oauth2/revoke`.
+    let revocable = config.policies.revocable_namespaces();
+    for namespace in &revocable {
+        rbac.push(RbacRule {
+            user: SERVICE_USER.to_owned(),
+            verbs: vec!["create".into(), "delete".into(), "deletecollection".into()],
+            api_groups: vec![String::new()],
+            resources: vec!["secrets".into()],
+            namespace: Some(namespace.clone()),
+            ..RbacRule::default()
+        });
+    }
+    if !revocable.is_empty() {
+        rbac.push(RbacRule::allow(
+            SERVICE_USER,
+            &["create"],
+            &["authentication.k8s.io"],
+            &["tokenreviews"],
+        ));
+    }
     ApiServerOptions {
         service_accounts: granted
             .iter()
@@ -218,6 +240,11 @@ Or just the token, and ask the API server who it belongs to:
 
   SA_TOKEN=$(curl -s -X POST -H "Authorization: Bearer $ID_TOKEN" '{service}/v1/token?format=token')
   kubectl --server {api} --certificate-authority {ca} --token "$SA_TOKEN" auth whoami
+
+The dev-deployer policy is revocable: revoke the token when done (within about 10 s the
+API server refuses it; the same kubectl command then fails as unauthorized):
+
+  curl -s -X POST --data-urlencode "token=$SA_TOKEN" {service}/oauth2/revoke
 "#,
         admin = app.admin_addr(),
         issuer_url = issuer.url(),

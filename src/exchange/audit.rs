@@ -22,6 +22,8 @@ pub enum Outcome {
     DryRun,
     /// `GET /v1/grants`: the caller's grants were listed.
     Listed,
+    /// `POST /oauth2/revoke`: a token's binding was deleted.
+    Revoked,
 }
 
 impl Outcome {
@@ -34,6 +36,7 @@ impl Outcome {
             Self::Error => "error",
             Self::DryRun => "dry_run",
             Self::Listed => "listed",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -58,6 +61,8 @@ pub struct AuditRecord {
     pub expiration_timestamp: Option<String>,
     pub token_id: Option<String>,
     pub token_sha256: Option<String>,
+    /// `NAMESPACE/NAME` of the binding Secret (revocable tokens only).
+    pub binding: Option<String>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
 }

@@ -9,6 +9,7 @@ mod audit;
 mod error;
 mod limits;
 mod record;
+mod revoke;
 mod snapshot;
 
 use std::sync::{Arc, RwLock};
@@ -19,9 +20,10 @@ pub use audit::{Outcome, sha256_hex};
 pub use error::ExchangeError;
 pub use limits::{InFlight, LimitSettings, Limits, RetryAfter};
 pub use record::{Caller, Ended, Endpoint, Refusal};
+pub use revoke::{NotRevoked, Revocation, RevokeUnavailable, Revoked};
 pub use snapshot::Snapshot;
 
-use crate::k8s::{MintRequest, MintedToken, Minter};
+use crate::k8s::{Bindings, MintRequest, MintedToken, Minter, NewBinding};
 use crate::metrics::{Metrics, RateLimitScope};
 use crate::oidc::{VerifiedToken, VerifyError};
 use crate::policy::{Grant, Request, Trace};
@@ -31,6 +33,7 @@ use crate::policy::{Grant, Request, Trace};
 pub struct Exchange {
     current: RwLock<Arc<Snapshot>>,
     minter: Arc<dyn Minter>,
+    bindings: Arc<dyn Bindings>,
     metrics: Arc<Metrics>,
     limits: Limits,
 }
@@ -67,22 +70,31 @@ pub struct Entitlement {
     pub audiences: Option<Vec<String>>,
     pub ttl_secs: u64,
     pub max_ttl_secs: u64,
+    /// `grant.revocable`: its tokens are bound to Secrets and can be revoked.
+    pub revocable: bool,
 }
 
 impl Exchange {
-    /// An exchange running on `snapshot` until [`Exchange::replace`] puts another in force.
+    /// An exchange running on `snapshot` until [`Exchange::replace`] puts another in force;
+    /// `bindings` makes the calls of revocable tokens (revocation, the sweeper).
     pub fn new(
         snapshot: Snapshot,
         minter: Arc<dyn Minter>,
+        bindings: Arc<dyn Bindings>,
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Self {
         Self {
             current: RwLock::new(Arc::new(snapshot)),
             minter,
+            bindings,
             metrics,
             limits,
         }
+    }
+
+    pub fn bindings(&self) -> &Arc<dyn Bindings> {
+        &self.bindings
     }
 
     /// The config in force; a request keeps the snapshot it started with.
@@ -140,6 +152,12 @@ impl Exchange {
             service_account: grant.service_account.clone(),
             audiences: grant.audiences.clone(),
             expiration_secs: grant.expiration_secs,
+            binding: grant.revocable.then(|| NewBinding {
+                policy: crate::policy::policy_label(&grant.policy),
+                issuer: identity.issuer.clone(),
+                iss: identity.registered.iss.clone(),
+                sub: identity.registered.sub.clone(),
+            }),
         };
         let minted = match self.minter.mint(&mint).await {
             Ok(minted) => minted,
@@ -224,6 +242,7 @@ impl Exchange {
                 audiences: applicable.policy.grant.audiences.clone(),
                 ttl_secs: applicable.policy.grant.ttl_secs,
                 max_ttl_secs: applicable.policy.grant.max_ttl_secs,
+                revocable: applicable.policy.grant.revocable,
             })
             .collect();
         Ok(Listed { identity, grants })

@@ -8,8 +8,10 @@ use std::time::Instant;
 use secrecy::ExposeSecret;
 
 use super::audit::{AuditRecord, Outcome, sha256_hex};
+use super::revoke::{RevokeUnavailable, Revoked};
 use super::{Decision, Exchange, ExchangeError, Issued, Listed};
 use crate::k8s::MintedToken;
+use crate::metrics::RevokedVia;
 use crate::oidc::VerifiedToken;
 use crate::policy::Grant;
 
@@ -35,6 +37,8 @@ pub enum Endpoint {
     OAuth,
     /// `GET /v1/grants`.
     Grants,
+    /// `POST /oauth2/revoke`.
+    Revoke,
 }
 
 impl Endpoint {
@@ -43,6 +47,7 @@ impl Endpoint {
             Self::Token => "token",
             Self::OAuth => "oauth",
             Self::Grants => "grants",
+            Self::Revoke => "revoke",
         }
     }
 }
@@ -58,6 +63,10 @@ pub enum Ended<'a> {
     Failed(&'a ExchangeError),
     /// The request was refused before the exchange ran (its form, not its identity).
     Refused(Refusal),
+    /// A revocation request was answered (a binding deleted, or nothing to do).
+    Revoke(&'a Revoked),
+    /// A revocation request could not reach a decision: the Kubernetes API did not answer.
+    RevokeFailed(&'a RevokeUnavailable),
 }
 
 /// A request refused before the exchange ran, as the HTTP layer classified it.
@@ -105,6 +114,31 @@ impl Exchange {
                 tracing::info!(error = %refusal.detail, "request refused");
                 self.metrics.rejected(refusal.reason);
                 (refusal.outcome, Cow::Borrowed(refusal.reason))
+            }
+            Ended::Revoke(Revoked::Now(revocation)) => {
+                audit.namespace = Some(revocation.binding.namespace.clone());
+                audit.service_account = Some(revocation.service_account.clone());
+                audit.binding = Some(revocation.binding.to_string());
+                audit.token_id.clone_from(&revocation.token_id);
+                audit.token_sha256 = Some(revocation.token_sha256.clone());
+                self.metrics.revoked(RevokedVia::OAuth2, 1);
+                (Outcome::Revoked, Cow::Borrowed("revoked"))
+            }
+            Ended::Revoke(Revoked::Nothing(why)) => {
+                tracing::info!(reason = why.metric_label(), "nothing revoked");
+                (Outcome::InvalidToken, Cow::Borrowed(why.metric_label()))
+            }
+            Ended::RevokeFailed(failure) => {
+                if failure.error.is_transient() {
+                    tracing::warn!(error = %failure.error, "revocation failed: the Kubernetes API did not answer; the caller may retry");
+                } else {
+                    // A refusal (403: tokenvend's RBAC lacks tokenreviews or delete on
+                    // secrets) that a retry will not change: the operator must act.
+                    tracing::error!(error = %failure.error, "revocation refused by the Kubernetes API");
+                }
+                let reason = failure.metric_label();
+                self.metrics.rejected(&reason);
+                (Outcome::Error, Cow::Owned(reason))
             }
         };
         audit.write(outcome, &reason);
@@ -171,5 +205,6 @@ impl AuditRecord {
         self.expiration_timestamp = Some(minted.expiration.to_string());
         self.token_id.clone_from(&minted.token_id);
         self.token_sha256 = Some(token_sha256);
+        self.binding = minted.binding.as_ref().map(ToString::to_string);
     }
 }

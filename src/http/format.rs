@@ -32,6 +32,9 @@ struct TokenResponse<'a> {
     audiences: &'a [String],
     policy: &'a str,
     token_id: Option<&'a str>,
+    /// Present (`true`) when the token is bound to a Secret: `POST /oauth2/revoke` revokes it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    revocable: bool,
     cluster: ClusterDocument<'a>,
 }
 
@@ -90,6 +93,7 @@ fn json_document<'a>(issued: &'a Issued, cluster: &'a KubeconfigCluster) -> Toke
         audiences: &issued.minted.audiences,
         policy: &issued.grant.policy,
         token_id: issued.minted.token_id.as_deref(),
+        revocable: issued.minted.binding.is_some(),
         cluster: ClusterDocument {
             server: &cluster.server,
             certificate_authority_data: cluster.certificate_authority_data(),

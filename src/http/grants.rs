@@ -25,6 +25,9 @@ struct CallerGrant {
     audiences: Option<Vec<String>>,
     ttl_seconds: u64,
     max_ttl_seconds: u64,
+    /// Present (`true`) when this policy's tokens are revocable.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    revocable: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +74,7 @@ impl From<Listed> for Grants {
                 audiences: grant.audiences,
                 ttl_seconds: grant.ttl_secs,
                 max_ttl_seconds: grant.max_ttl_secs,
+                revocable: grant.revocable,
             })
             .collect();
         Self {

@@ -89,8 +89,10 @@ mod tests {
 
     use super::super::{AppState, public_router};
     use crate::exchange::{Exchange, Limits, Snapshot};
+    use crate::k8s::binding::Selector;
     use crate::k8s::{
-        ApiContact, BoxFuture, KubeconfigCluster, MintError, MintRequest, MintedToken, Minter,
+        ApiContact, Bindings, BoundSecret, BoxFuture, Deleted, KubeconfigCluster, MintError,
+        MintRequest, MintedToken, Minter, Review,
     };
     use crate::metrics::Metrics;
     use crate::oidc::Verifier;
@@ -104,6 +106,32 @@ mod tests {
         }
     }
 
+    impl Bindings for Unreachable {
+        fn review<'a>(
+            &'a self,
+            _: &'a secrecy::SecretString,
+            _: Vec<String>,
+        ) -> BoxFuture<'a, Result<Review, MintError>> {
+            Box::pin(async { Err(MintError::Transport("not in this test".into())) })
+        }
+
+        fn delete<'a>(&'a self, _: &'a BoundSecret) -> BoxFuture<'a, Result<Deleted, MintError>> {
+            Box::pin(async { Err(MintError::Transport("not in this test".into())) })
+        }
+
+        fn delete_selected<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a Selector,
+        ) -> BoxFuture<'a, Result<u64, MintError>> {
+            Box::pin(async { Err(MintError::Transport("not in this test".into())) })
+        }
+
+        fn namespaces_used(&self) -> std::collections::BTreeSet<String> {
+            std::collections::BTreeSet::new()
+        }
+    }
+
     fn state() -> AppState {
         let metrics = Arc::new(Metrics::new());
         let contact = Arc::new(ApiContact::default());
@@ -111,7 +139,13 @@ mod tests {
         let verifier =
             Verifier::over_http(&[], &metrics, crate::oidc::ReplayRecords::default()).unwrap();
         let snapshot = Snapshot::new(Arc::new(verifier), PolicySet::default());
-        let exchange = Exchange::new(snapshot, Arc::new(Unreachable), metrics, Limits::default());
+        let exchange = Exchange::new(
+            snapshot,
+            Arc::new(Unreachable),
+            Arc::new(Unreachable),
+            metrics,
+            Limits::default(),
+        );
         let cluster = KubeconfigCluster {
             server: "https://k8s.example".into(),
             ca_pem: None,

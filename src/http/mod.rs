@@ -1,6 +1,7 @@
-//! The HTTP surface: the public router (token exchange, grants, health, the OpenAPI document)
-//! and the admin router (metrics). Handlers are thin: extractors parse, [`crate::exchange`]
-//! decides, the handler answers and hands the typed result to the one recorder.
+//! The HTTP surface: the public router (token exchange, revocation, grants, health, the
+//! OpenAPI document) and the admin router (metrics). Handlers are thin: extractors parse,
+//! [`crate::exchange`] decides, the handler answers and hands the typed result to the one
+//! recorder.
 //! docs/architecture.md says where to add an endpoint.
 
 mod body;
@@ -38,6 +39,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/token"),
     ("POST", "/oauth2/token"),
+    ("POST", "/oauth2/revoke"),
     ("GET", "/v1/grants"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -51,6 +53,7 @@ pub fn public_router(state: AppState) -> Router {
     let token_routes = Router::new()
         .route("/v1/token", post(token::issue))
         .route("/oauth2/token", post(oauth::exchange))
+        .route("/oauth2/revoke", post(oauth::revoke))
         .route("/v1/grants", get(grants::list))
         .route_layer(middleware::from_fn_with_state(state.clone(), shed_load))
         .route_layer(middleware::from_fn_with_state(

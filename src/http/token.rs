@@ -49,6 +49,9 @@ struct DryRunResponse<'a> {
     expiration_seconds: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     requested_expiration_seconds: Option<u64>,
+    /// Present (`true`) when the token would be bound to a Secret of its own.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    revocable: bool,
 }
 
 pub async fn issue(
@@ -135,6 +138,7 @@ fn dry_run_response(grant: &Grant) -> Response {
         audiences: &grant.audiences,
         expiration_seconds: grant.expiration_secs,
         requested_expiration_seconds: grant.reduced_from_secs,
+        revocable: grant.revocable,
     };
     let mut response = axum::Json(body).into_response();
     no_store(response.headers_mut());

@@ -72,18 +72,9 @@ pub fn expiry_bucket(unix_seconds: i64) -> i64 {
 }
 
 /// Whether `value` is a valid Kubernetes label value: at most 63 characters, empty or
-/// alphanumeric at both ends with `-`, `_`, `.` and alphanumerics between.
-pub fn is_label_value(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    if bytes.is_empty() {
-        return true;
-    }
-    let inner = |byte: &u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.');
-    bytes.len() <= 63
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes.iter().all(inner)
-}
+/// alphanumeric at both ends with `-`, `_`, `.` and alphanumerics between. (Defined in
+/// `policy`, which checks revocable policies' names at load and depends on nothing.)
+pub use crate::policy::is_label_value;
 
 /// Who a binding is for: everything its labels and annotations record.
 #[derive(Debug, Clone, PartialEq, Eq)]

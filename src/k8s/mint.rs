@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use hyper::{HeaderMap, header};
 use jiff::Timestamp;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use kube::api::PostParams;
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::ApiContact;
+use super::binding::BindingSpec;
+use super::bindings::{BindingCalls, BoundSecret, NewBinding};
 use crate::metrics::Metrics;
 use crate::policy::ServiceAccountRef;
 
@@ -30,6 +32,8 @@ pub struct MintRequest {
     /// Empty: the API server's own audiences.
     pub audiences: Vec<String>,
     pub expiration_secs: u64,
+    /// `Some` for a revocable grant: bind the token to a Secret created for it.
+    pub binding: Option<NewBinding>,
 }
 
 /// A minted token, as the API server returned it.
@@ -42,9 +46,11 @@ pub struct MintedToken {
     pub audiences: Vec<String>,
     /// The token's `jti`, which the Kubernetes audit log records as its credential id.
     pub token_id: Option<String>,
+    /// The Secret the token is bound to (revocable grants only): deleting it revokes the token.
+    pub binding: Option<BoundSecret>,
 }
 
-/// Why no token came back.
+/// Why the API server did not do what was asked (mint a token, or a binding call).
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {
     /// The API server answered with an error Status.
@@ -65,6 +71,14 @@ pub enum MintError {
 }
 
 impl MintError {
+    /// Whether a later attempt may succeed: no answer, or the API server's 429 or 5xx.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Api { code, .. } => *code == 429 || *code >= 500,
+            Self::Timeout(_) | Self::Transport(_) => true,
+        }
+    }
+
     /// A fixed label for metrics: the status code, `timeout` or `transport`.
     pub fn metric_label(&self) -> String {
         match self {
@@ -101,6 +115,7 @@ pub struct KubeMinter {
     metrics: Arc<Metrics>,
     contact: Arc<ApiContact>,
     in_flight: tokio::sync::Semaphore,
+    bindings: BindingCalls,
 }
 
 impl KubeMinter {
@@ -111,6 +126,12 @@ impl KubeMinter {
         contact: Arc<ApiContact>,
     ) -> Self {
         Self {
+            bindings: BindingCalls::new(
+                client.clone(),
+                deadline,
+                Arc::clone(&metrics),
+                Arc::clone(&contact),
+            ),
             client,
             deadline,
             metrics,
@@ -119,18 +140,74 @@ impl KubeMinter {
         }
     }
 
+    /// The binding Secret calls this minter makes (revocation and the sweeper use them too).
+    pub fn bindings(&self) -> &BindingCalls {
+        &self.bindings
+    }
+
+    /// A revocable mint: the binding Secret first, then the TokenRequest bound to it. If the
+    /// TokenRequest fails, the binding is deleted again (waited for until the deadline; it
+    /// carries on in the background after it, and a binding it cannot delete is swept at
+    /// expiry).
+    async fn mint_bound(
+        &self,
+        request: &MintRequest,
+        binding: &NewBinding,
+        deadline: tokio::time::Instant,
+    ) -> Result<MintedToken, MintError> {
+        // The expiry asked for: the API server may only shorten it (its maximum expiration);
+        // it extends only pod-bound tokens. So the binding's expiry bucket never ends before
+        // the token does, and a sweep never deletes the binding of a live token.
+        let expires = Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(
+                i64::try_from(request.expiration_secs).unwrap_or(i64::MAX),
+            ))
+            .unwrap_or(Timestamp::MAX);
+        let spec = BindingSpec {
+            namespace: request.service_account.namespace(),
+            service_account: request.service_account.name(),
+            policy: &binding.policy,
+            issuer: &binding.issuer,
+            iss: &binding.iss,
+            sub: &binding.sub,
+            expires,
+        };
+        let secret = spec.secret();
+        let bound = self
+            .retrying(deadline, || self.bindings.create(&secret, deadline))
+            .await?;
+        let outcome = self
+            .retrying(deadline, || self.attempt(request, Some(&bound), deadline))
+            .await;
+        match outcome {
+            Ok(mut minted) => {
+                minted.binding = Some(bound);
+                Ok(minted)
+            }
+            Err(error) => {
+                let cleanup = tokio::spawn(self.bindings.clone().remove_after_failed_mint(bound));
+                let _ = tokio::time::timeout_at(deadline, cleanup).await;
+                Err(error)
+            }
+        }
+    }
+
     /// Attempts the call until it succeeds, fails for good, or the deadline is near: a 429, 503
     /// or 504 is retried (at most [`MAX_ATTEMPTS`] attempts) after the server's `Retry-After`,
     /// or a short backoff when it names none, but only if that wait leaves time before the
     /// deadline; otherwise its answer is returned at once.
-    async fn call(
+    async fn retrying<T, F, Fut>(
         &self,
-        request: &MintRequest,
         deadline: tokio::time::Instant,
-    ) -> Result<MintedToken, MintError> {
+        mut call: F,
+    ) -> Result<T, MintError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, MintError>>,
+    {
         let mut attempt = 1;
         loop {
-            let outcome = self.attempt(request, deadline).await;
+            let outcome = call().await;
             let Err(
                 error @ MintError::Api {
                     code, retry_after, ..
@@ -146,7 +223,7 @@ impl KubeMinter {
             if tokio::time::Instant::now() + wait >= deadline {
                 return outcome;
             }
-            tracing::info!(attempt, ?wait, %error, "retrying the token request");
+            tracing::info!(attempt, ?wait, %error, "retrying a Kubernetes API call");
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
@@ -156,10 +233,11 @@ impl KubeMinter {
     async fn attempt(
         &self,
         request: &MintRequest,
+        bound: Option<&BoundSecret>,
         deadline: tokio::time::Instant,
     ) -> Result<MintedToken, MintError> {
         let started = Instant::now();
-        let outcome = match tokio::time::timeout_at(deadline, self.send(request)).await {
+        let outcome = match tokio::time::timeout_at(deadline, self.send(request, bound)).await {
             Err(_) => Err(MintError::Timeout(self.deadline)),
             Ok(outcome) => outcome,
         };
@@ -177,14 +255,23 @@ impl KubeMinter {
     /// Sends the TokenRequest through the kube client's raw `send`, which (unlike
     /// `Api::create_token_request`) keeps the response headers: the API server's 429 is plain
     /// text whose only retry hint is the `Retry-After` header.
-    async fn send(&self, request: &MintRequest) -> Result<MintedToken, MintError> {
+    async fn send(
+        &self,
+        request: &MintRequest,
+        bound: Option<&BoundSecret>,
+    ) -> Result<MintedToken, MintError> {
         let body = TokenRequest {
             spec: TokenRequestSpec {
                 audiences: request.audiences.clone(),
                 expiration_seconds: Some(
                     i64::try_from(request.expiration_secs).unwrap_or(i64::MAX),
                 ),
-                bound_object_ref: None,
+                bound_object_ref: bound.map(|bound| BoundObjectReference {
+                    api_version: Some("v1".to_owned()),
+                    kind: Some("Secret".to_owned()),
+                    name: Some(bound.name.clone()),
+                    uid: Some(bound.uid.clone()),
+                }),
             },
             ..TokenRequest::default()
         };
@@ -228,6 +315,7 @@ impl KubeMinter {
             token: SecretString::from(status.token),
             expiration: status.expiration_timestamp.0,
             audiences: response.spec.audiences,
+            binding: None,
         })
     }
 }
@@ -249,7 +337,13 @@ impl Minter for KubeMinter {
                 );
                 return Err(MintError::Timeout(self.deadline));
             };
-            self.call(request, deadline).await
+            match &request.binding {
+                Some(binding) => self.mint_bound(request, binding, deadline).await,
+                None => {
+                    self.retrying(deadline, || self.attempt(request, None, deadline))
+                        .await
+                }
+            }
         })
     }
 }
@@ -257,7 +351,7 @@ impl Minter for KubeMinter {
 /// The API server's signals that a later attempt may succeed: throttled (429), unavailable
 /// (503), or its own request timeout (504). Retrying is safe even if a timed-out attempt did
 /// mint: that token was never returned to anyone, and TokenRequest tokens are not stored.
-fn is_retryable(code: u16) -> bool {
+pub(super) fn is_retryable(code: u16) -> bool {
     matches!(code, 429 | 503 | 504)
 }
 
@@ -267,7 +361,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// `Retry-After` in whole seconds (the form the API server sends); an HTTP date is ignored.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds: u64 = headers
         .get(header::RETRY_AFTER)?
         .to_str()
@@ -281,7 +375,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// An error answer: its Status when the body is one (any JSON object is, as every field is
 /// optional), else the code alone, as kube's own error handling does. A Status's
 /// `details.retryAfterSeconds` stands in for a missing header.
-fn api_error(code: u16, body: &[u8], retry_after: Option<Duration>) -> MintError {
+pub(super) fn api_error(code: u16, body: &[u8], retry_after: Option<Duration>) -> MintError {
     let status = serde_json::from_slice::<kube::core::Status>(body).ok();
     let from_details = status
         .as_ref()

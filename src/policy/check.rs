@@ -73,8 +73,10 @@ fn run_one(
     };
     detail.push(match &decision {
         Ok(grant) => format!(
-            "decision: allow {} by policy {:?}",
-            grant.service_account, grant.policy
+            "decision: allow {}{} by policy {:?}",
+            grant.service_account,
+            if grant.revocable { " (revocable)" } else { "" },
+            grant.policy
         ),
         Err(denial) => format!("decision: deny ({denial})"),
     });

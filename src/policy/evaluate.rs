@@ -70,6 +70,8 @@ pub struct Grant {
     pub expiration_secs: u64,
     /// Set when the caller asked for more than the policy's `maxTtl`.
     pub reduced_from_secs: Option<u64>,
+    /// The policy's `grant.revocable`: the token is bound to a Secret of its own.
+    pub revocable: bool,
 }
 
 /// Why no token is issued. The reason is for the audit log; the caller gets a generic 403
@@ -339,6 +341,7 @@ impl Policy {
             audiences,
             expiration_secs,
             reduced_from_secs: (asked_secs > expiration_secs).then_some(asked_secs),
+            revocable: self.grant.revocable,
         })
     }
 }

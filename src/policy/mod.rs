@@ -25,7 +25,7 @@ pub use duration::ConfigDuration;
 pub use evaluate::{Denial, Grant, Request, RequestError, Trace};
 pub use file::{Expectation, RawGrant, RawPolicy, RawTest, RawTestRequest};
 pub use matcher::{ClaimPath, Matcher};
-pub use names::{ServiceAccountRef, is_dns1123_label, is_dns1123_subdomain};
+pub use names::{ServiceAccountRef, is_dns1123_label, is_dns1123_subdomain, is_label_value};
 pub use team::{
     Ceiling, RawCeiling, RawTeamFile, compile_team, is_team_name, namespace_glob_matches,
     template_inside,
@@ -117,6 +117,7 @@ impl PolicySet {
                 ));
             };
             let compiled = compile_one(policy, issuer, &[])
+                .and_then(|compiled| check_revocable(&compiled).map(|()| compiled))
                 .map_err(|InvalidKey { key, message }| fail(&key, message))?;
             set.by_issuer
                 .entry(compiled.issuer.clone())
@@ -207,6 +208,18 @@ impl PolicySet {
 
     pub fn iter(&self) -> impl Iterator<Item = &Policy> {
         self.policies.iter()
+    }
+
+    /// The namespaces revocable policies name literally (a templated namespace is known only
+    /// per request).
+    pub fn revocable_namespaces(&self) -> BTreeSet<String> {
+        self.policies
+            .iter()
+            .filter(|policy| policy.grant.revocable)
+            .flat_map(|policy| &policy.grant.service_accounts)
+            .map(|account| account.written_parts().0)
+            .filter(|namespace| !namespace.contains("${"))
+            .collect()
     }
 }
 
@@ -392,5 +405,39 @@ fn compile_grant(raw: &RawGrant) -> Result<GrantRule, InvalidKey> {
     })
 }
 
-#[cfg(test)]
-mod tests;
+/// The `tokenvend.io/policy` label value of a policy: its name, with a team policy's
+/// `TEAM/NAME` written `TEAM.NAME` (a label value holds no `/`).
+pub fn policy_label(name: &str) -> String {
+    name.replacen('/', ".", 1)
+}
+
+/// A revocable policy's name and issuer name become label values of its binding Secrets
+/// (`k8s::binding`), so both must be valid label values.
+fn check_revocable(policy: &Policy) -> Result<(), InvalidKey> {
+    if !policy.grant.revocable {
+        return Ok(());
+    }
+    let label = policy_label(&policy.name);
+    if !is_label_value(&label) {
+        return Err(InvalidKey::new(
+            "grant.revocable",
+            format!(
+                "the policy name {label:?} labels its token bindings, so it must be a valid \
+                 Kubernetes label value (at most 63 characters: letters, digits, `-`, `_`, `.`, \
+                 starting and ending with a letter or digit)"
+            ),
+        ));
+    }
+    if !is_label_value(&policy.issuer) {
+        return Err(InvalidKey::new(
+            "grant.revocable",
+            format!(
+                "the issuer name {:?} labels this policy's token bindings, so it must be a \
+                 valid Kubernetes label value (at most 63 characters: letters, digits, `-`, \
+                 `_`, `.`, starting and ending with a letter or digit)",
+                policy.issuer
+            ),
+        ));
+    }
+    Ok(())
+}

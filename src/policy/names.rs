@@ -61,6 +61,20 @@ pub fn is_dns1123_subdomain(text: &str) -> bool {
     text.len() <= 253 && text.split('.').all(is_dns1123_label)
 }
 
+/// Whether `value` is a valid Kubernetes label value: at most 63 characters, empty or
+/// alphanumeric at both ends with `-`, `_`, `.` and alphanumerics between.
+pub fn is_label_value(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    if bytes.is_empty() {
+        return true;
+    }
+    let inner = |byte: &u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.');
+    bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes.iter().all(inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -217,6 +217,7 @@ pub fn compile_team(
         let mut one = compile_one(policy, rules, &ceiling.matchers)
             .map_err(|InvalidKey { key, message }| fail(&key, message))?;
         one.name.clone_from(&qualified);
+        super::check_revocable(&one).map_err(|InvalidKey { key, message }| fail(&key, message))?;
         for (i, account) in one.grant.service_accounts.iter().enumerate() {
             let key = format!("grant.serviceAccounts[{i}]");
             if !ceiling.contains(account) {

@@ -11,11 +11,12 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use super::reload::{self, ConfigWatch};
+use super::sweep::Sweeper;
 use super::tls::{ReloadingCert, TlsFiles};
 use crate::config::{Config, KubernetesSettings};
 use crate::exchange::{Exchange, LimitSettings, Limits, Snapshot};
 use crate::http::{AppState, admin_router, public_router};
-use crate::k8s::{ApiContact, KubeMinter, KubeconfigCluster, Minter, probe};
+use crate::k8s::{ApiContact, Bindings, KubeMinter, KubeconfigCluster, Minter, probe};
 use crate::metrics::Metrics;
 use crate::oidc::{ReplayRecords, Verifier};
 use serving::ServerLimits;
@@ -70,6 +71,7 @@ pub struct Application {
     public: TcpListener,
     admin: TcpListener,
     state: AppState,
+    sweeper: Arc<Sweeper>,
     client: kube::Client,
     /// The `kubernetes:` block in force (not reloadable).
     kubernetes: KubernetesSettings,
@@ -126,12 +128,14 @@ impl Application {
         let kubeconfig_cluster = kubeconfig_cluster(&config.kubernetes, &kube_config)?;
         let client = kube::Client::try_from(kube_config)?;
         let contact = Arc::new(ApiContact::default());
-        let minter: Arc<dyn Minter> = Arc::new(KubeMinter::new(
+        let kube_minter = KubeMinter::new(
             client.clone(),
             config.kubernetes.request_timeout,
             Arc::clone(&metrics),
             Arc::clone(&contact),
-        ));
+        );
+        let bindings: Arc<dyn Bindings> = Arc::new(kube_minter.bindings().clone());
+        let minter: Arc<dyn Minter> = Arc::new(kube_minter);
         let public = TcpListener::bind(listen.public).await?;
         let admin = TcpListener::bind(listen.admin).await?;
         let failed = verifier.warm_up().await;
@@ -146,11 +150,18 @@ impl Application {
             config.policies.iter().map(|policy| policy.name.as_str()),
         );
         let snapshot = Snapshot::new(verifier, config.policies);
-        let exchange = Exchange::new(snapshot, minter, metrics, Limits::new(options.limits));
+        let exchange = Exchange::new(
+            snapshot,
+            minter,
+            bindings,
+            metrics,
+            Limits::new(options.limits),
+        );
         let state = AppState::new(exchange, contact, kubeconfig_cluster);
         Ok(Self {
             public,
             admin,
+            sweeper: Arc::new(Sweeper::new(state.clone())),
             state,
             client,
             kubernetes: config.kubernetes,
@@ -167,6 +178,12 @@ impl Application {
     pub fn watch_config(mut self, path: PathBuf, poll_interval: Duration) -> Self {
         self.watch = Some(ConfigWatch::new(path, poll_interval));
         self
+    }
+
+    /// The sweeper of expired token bindings, which [`Application::run_until`] runs every
+    /// few minutes (tests call [`Sweeper::sweep_once`] with a clock of their own).
+    pub fn sweeper(&self) -> Arc<Sweeper> {
+        Arc::clone(&self.sweeper)
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -195,6 +212,7 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut background =
             spawn_background(state.clone(), self.client, self.kubernetes.request_timeout);
+        background.push(tokio::spawn(Arc::clone(&self.sweeper).run()));
         if let Some(watch) = self.watch {
             let watching = reload::watch(
                 state.clone(),
@@ -248,7 +266,7 @@ impl Application {
 }
 
 /// Background work: a Kubernetes API probe when the service is idle (each config snapshot
-/// runs its issuers' key refreshes itself). Aborted at shutdown.
+/// runs its issuers' key refreshes itself). Aborted at shutdown, like the sweeper.
 fn spawn_background(
     state: AppState,
     client: kube::Client,

@@ -10,6 +10,7 @@ mod oauth;
 mod policy;
 mod reload;
 mod replay;
+mod revoke;
 mod slow_clients;
 mod token;
 mod upstream;

@@ -121,6 +121,10 @@ fn series_known_at_start() -> Vec<String> {
             "grants",
             &["listed", "invalid_token", "invalid_request", "error"][..],
         ),
+        (
+            "revoke",
+            &["revoked", "invalid_token", "invalid_request", "error"][..],
+        ),
     ] {
         for outcome in outcomes {
             series.push(format!(
@@ -145,6 +149,9 @@ fn series_known_at_start() -> Vec<String> {
         series.push(format!(
             r#"tokenvend_tokens_issued_total{{policy="{policy}"}}"#
         ));
+    }
+    for via in ["oauth2", "expired"] {
+        series.push(format!(r#"tokenvend_revocations_total{{via="{via}"}}"#));
     }
     series.push(r#"tokenvend_jwks_fetches_total{issuer="local",result="error"}"#.to_owned());
     series.push(r#"tokenvend_replays_rejected_total{issuer="local"}"#.to_owned());

@@ -274,6 +274,7 @@ pub fn exported_metric_names() -> BTreeSet<String> {
     metrics.config_reload(false);
     metrics.replay_rejected("issuer");
     metrics.rate_limited(RateLimitScope::Identity);
+    metrics.kube_binding_request("create_secret", "success", 0.01);
     let mut names = BTreeSet::new();
     for line in metrics.render().lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {

@@ -142,6 +142,37 @@ fn cases() -> Vec<Case> {
             fires_with: None,
         },
         Case {
+            alert: "TokenvendRevocationCallsFailing",
+            series: vec![
+                series(
+                    r#"tokenvend_kube_binding_requests_total{call="create_secret",code="success"}"#,
+                    "0+60x30",
+                ),
+                series(
+                    r#"tokenvend_kube_binding_requests_total{call="delete_secrets",code="403"}"#,
+                    "0+1x30",
+                ),
+            ],
+            eval: "25m",
+            fires_with: Some(vec![("severity", "warning"), JOB]),
+        },
+        Case {
+            alert: "TokenvendRevocationCallsFailing",
+            // A binding already gone (404) or replaced (409) is not a failure.
+            series: vec![
+                series(
+                    r#"tokenvend_kube_binding_requests_total{call="create_secret",code="success"}"#,
+                    "0+60x30",
+                ),
+                series(
+                    r#"tokenvend_kube_binding_requests_total{call="delete_secret",code="404"}"#,
+                    "0+1x30",
+                ),
+            ],
+            eval: "25m",
+            fires_with: None,
+        },
+        Case {
             alert: "TokenvendIssuerKeysStale",
             // Loaded at time 0, never again: 13 hours old at 13h.
             series: vec![series(

@@ -266,6 +266,7 @@ async fn mint_status(minter: &KubeMinter, service_account: &str) -> u16 {
         service_account: ServiceAccountRef::parse(service_account).unwrap(),
         audiences: Vec::new(),
         expiration_secs: 600,
+        binding: None,
     };
     match minter.mint(&request).await {
         Ok(_) => 200,

@@ -15,7 +15,7 @@ use local_issuer::LocalIssuer;
 use serde_json::{Value, json};
 use tokenvend::config::Config;
 use tokenvend::dev::session::{kube_config_for, stand_in_options};
-use tokenvend::service::{Application, Listen, ServeOptions};
+use tokenvend::service::{Application, Listen, ServeOptions, Sweeper};
 
 /// The user that reviews tokens on the stand-in (like a cluster admin would).
 const REVIEWER_TOKEN: &str = "reviewer-token";
@@ -56,6 +56,25 @@ policies:
       serviceAccounts: [staging/deployer]
 "#;
 
+/// A revocable policy to append to [`CONFIG`]: `acme/release` gets tokens of
+/// `production/releaser`, each bound to a Secret of its own.
+pub const REVOCABLE_POLICY: &str = r#"
+  - name: release
+    issuer: local
+    match: {repository: acme/release}
+    grant:
+      serviceAccounts: [production/releaser]
+      audiences: [https://kubernetes.default.svc.cluster.local, https://vault.example.com]
+      ttl: 15m
+      maxTtl: 1h
+      revocable: true
+"#;
+
+/// Claims of a release build of acme/release: the [`REVOCABLE_POLICY`]'s identity.
+pub fn release_claims() -> Value {
+    json!({"sub": "repo:acme/release:ref:refs/tags/v1", "repository": "acme/release"})
+}
+
 pub struct TestApp {
     pub address: String,
     pub admin_address: String,
@@ -63,6 +82,8 @@ pub struct TestApp {
     apiserver: Option<ApiServer>,
     pub http: reqwest::Client,
     reviewer: kube::Client,
+    /// The service's sweeper of expired token bindings (tests sweep with their own clock).
+    pub sweeper: std::sync::Arc<Sweeper>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -161,6 +182,7 @@ async fn spawn(
         Some(path) => app.watch_config(path, Duration::from_millis(100)),
         None => app,
     };
+    let sweeper = app.sweeper();
     let address = format!("{scheme}://{}", app.public_addr());
     let admin_address = format!("http://{}", app.admin_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -174,6 +196,7 @@ async fn spawn(
         apiserver: Some(apiserver),
         http: reqwest::Client::new(),
         reviewer: kube::Client::try_from(reviewer_config).unwrap(),
+        sweeper,
         stop: Some(stop),
         served: Some(served),
     }

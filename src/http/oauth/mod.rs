@@ -3,6 +3,9 @@
 //! token is the service-account JWT. Errors use RFC 6749 §5.2 / RFC 8693 §2.2.2 codes.
 
 mod form;
+mod revoke;
+
+pub use revoke::revoke;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -102,26 +105,41 @@ fn read_form(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<ExchangeForm, OAuthError> {
+    parse_form(&form_body(
+        uri,
+        headers,
+        body,
+        "send the ID token as subject_token, not as a bearer credential",
+    )?)
+}
+
+/// The form body of an OAuth endpoint, once its transport is checked: parameters in the body
+/// only (not the query string), no bearer credential, `application/x-www-form-urlencoded`,
+/// within the size limit. `bearer_refusal` tells a client that sent a bearer credential where
+/// its token belongs.
+fn form_body(
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    bearer_refusal: &str,
+) -> Result<Bytes, OAuthError> {
     if uri.query().is_some_and(|q| !q.is_empty()) {
         return Err(OAuthError::InvalidRequest(
             "parameters belong in the form body, not the query string".into(),
         ));
     }
     if has_bearer_credential(headers) {
-        return Err(OAuthError::InvalidRequest(
-            "send the ID token as subject_token, not as a bearer credential".into(),
-        ));
+        return Err(OAuthError::InvalidRequest(bearer_refusal.to_owned()));
     }
     if !is_form(headers) {
         return Err(OAuthError::InvalidRequest(
             "the body must be application/x-www-form-urlencoded".into(),
         ));
     }
-    let body = body.map_err(|rejection| match rejection.status() {
+    body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => OAuthError::InvalidRequest("the body is too large".into()),
         _ => OAuthError::InvalidRequest("the request body could not be read".into()),
-    })?;
-    parse_form(&body)
+    })
 }
 
 /// A client may authenticate with HTTP Basic (ignored: the subject token is the grant), but a

@@ -1,0 +1,265 @@
+//! Revocation (`POST /oauth2/revoke`): a presented service-account token in, its binding
+//! Secret deleted out. Nothing in the token is trusted until the API server's TokenReview
+//! says it is genuine and current; only then is the binding its claims name deleted, and only
+//! if the Secret still has the uid the token was bound to. Whatever the token was, the caller
+//! learns nothing about it (RFC 7009 §2.2): the HTTP layer answers 200 for every
+//! [`Revoked`] value.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::Exchange;
+use super::audit::sha256_hex;
+use crate::k8s::binding::NAME_PREFIX;
+use crate::k8s::{BoundSecret, Deleted, MintError, Review};
+use crate::policy::is_dns1123_label;
+
+/// When the API server names no wait, a caller is told to retry after this long.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest wait passed on from the API server.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// A binding deleted: the token it bound is refused by the API server from now on (after its
+/// authentication cache, about 10 s).
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub binding: BoundSecret,
+    pub service_account: String,
+    /// The revoked token's `jti`.
+    pub token_id: Option<String>,
+    pub token_sha256: String,
+}
+
+/// Why nothing was deleted (the caller gets 200 all the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRevoked {
+    /// Not a token bound to a binding Secret (not a JWT, another kind of token, or a Secret
+    /// tokenvend did not create).
+    NotRevocable,
+    /// The API server does not accept the token: forged, expired, or revoked already.
+    Unauthenticated,
+    /// Genuine a moment ago, but its binding was gone by the time of the delete.
+    AlreadyRevoked,
+}
+
+impl NotRevoked {
+    /// The audit record's `reason`.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Self::NotRevocable => "not_revocable",
+            Self::Unauthenticated => "unauthenticated",
+            Self::AlreadyRevoked => "already_revoked",
+        }
+    }
+}
+
+/// What a revocation request did.
+#[derive(Debug, Clone)]
+pub enum Revoked {
+    Now(Revocation),
+    Nothing(NotRevoked),
+}
+
+/// The Kubernetes API could not be asked (unreachable, throttled, failing): nothing was
+/// deleted, and the same request can be sent again.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct RevokeUnavailable {
+    pub error: MintError,
+    /// Whole seconds the caller should wait before retrying.
+    pub retry_after: u64,
+}
+
+impl RevokeUnavailable {
+    /// The recorder's `reason`: `upstream_` and the API server's code, `timeout` or
+    /// `transport`.
+    pub fn metric_label(&self) -> String {
+        format!("upstream_{}", self.error.metric_label())
+    }
+}
+
+impl From<MintError> for RevokeUnavailable {
+    fn from(error: MintError) -> Self {
+        let retry_after = match &error {
+            MintError::Api {
+                retry_after: Some(wait),
+                ..
+            } => *wait,
+            _ => DEFAULT_RETRY_AFTER,
+        };
+        Self {
+            error,
+            retry_after: retry_after.as_secs().clamp(1, MAX_RETRY_AFTER.as_secs()),
+        }
+    }
+}
+
+/// The claims revocation reads from a token before the TokenReview: unverified, they only
+/// choose what to review and, once the review authenticated the token, what to delete.
+#[derive(Debug, Deserialize)]
+struct UnverifiedClaims {
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(rename = "kubernetes.io")]
+    kubernetes: Option<PrivateClaims>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PrivateClaims {
+    namespace: Option<String>,
+    secret: Option<ObjectRef>,
+    serviceaccount: Option<ObjectRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ObjectRef {
+    name: Option<String>,
+    uid: Option<String>,
+}
+
+/// What a token names, read from its claims before the review.
+#[derive(Debug, PartialEq, Eq)]
+struct Named {
+    audiences: Vec<String>,
+    binding: BoundSecret,
+    service_account: String,
+    token_id: Option<String>,
+}
+
+/// The binding a token's claims name, if they name one tokenvend could have created.
+fn named_binding(token: &str) -> Option<Named> {
+    let claims = jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedClaims>(token).ok()?;
+    let audiences = match claims.aud? {
+        serde_json::Value::String(one) => vec![one],
+        serde_json::Value::Array(many) => many
+            .into_iter()
+            .map(|value| value.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?,
+        _ => return None,
+    };
+    let private = claims.kubernetes?;
+    let namespace = private.namespace?;
+    let secret = private.secret?;
+    let (name, uid) = (secret.name?, secret.uid?);
+    let service_account = private.serviceaccount?.name?;
+    let plausible = !audiences.is_empty()
+        && is_dns1123_label(&namespace)
+        && name.starts_with(NAME_PREFIX)
+        && crate::policy::is_dns1123_subdomain(&name)
+        && !uid.is_empty()
+        && !service_account.is_empty();
+    plausible.then_some(Named {
+        audiences,
+        binding: BoundSecret {
+            namespace,
+            name,
+            uid,
+        },
+        service_account,
+        token_id: claims.jti,
+    })
+}
+
+impl Exchange {
+    /// Revokes `token` if it is a genuine, current token bound to a binding Secret: review it
+    /// (for its own audiences, so a token minted for another audience reviews too), then
+    /// delete its binding with a uid precondition.
+    ///
+    /// # Errors
+    /// [`RevokeUnavailable`] when the review or the delete did not get an answer that settles
+    /// the matter; nothing was deleted then.
+    pub async fn revoke(&self, token: &SecretString) -> Result<Revoked, RevokeUnavailable> {
+        let Some(named) = named_binding(token.expose_secret()) else {
+            return Ok(Revoked::Nothing(NotRevoked::NotRevocable));
+        };
+        let review = self.bindings.review(token, named.audiences.clone()).await?;
+        let expected = format!(
+            "system:serviceaccount:{}:{}",
+            named.binding.namespace, named.service_account
+        );
+        match review {
+            Review::Authenticated { username } if username == expected => {}
+            Review::Authenticated { .. } => {
+                tracing::warn!(binding = %named.binding, "a reviewed token authenticates as another account than its claims name; nothing revoked");
+                return Ok(Revoked::Nothing(NotRevoked::Unauthenticated));
+            }
+            Review::Unauthenticated => return Ok(Revoked::Nothing(NotRevoked::Unauthenticated)),
+        }
+        match self.bindings.delete(&named.binding).await? {
+            Deleted::Now => Ok(Revoked::Now(Revocation {
+                service_account: named.service_account,
+                token_id: named.token_id,
+                token_sha256: sha256_hex(token.expose_secret().as_bytes()),
+                binding: named.binding,
+            })),
+            Deleted::AlreadyGone => Ok(Revoked::Nothing(NotRevoked::AlreadyRevoked)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(claims: &serde_json::Value) -> String {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.c2ln",
+            engine.encode(br#"{"alg":"RS256","kid":"k"}"#),
+            engine.encode(claims.to_string())
+        )
+    }
+
+    fn bound() -> serde_json::Value {
+        serde_json::json!({
+            "aud": ["https://kubernetes.default.svc"], "jti": "j-1",
+            "sub": "system:serviceaccount:payments:deployer",
+            "kubernetes.io": {"namespace": "payments",
+                "secret": {"name": "tokenvend-x7k2p", "uid": "u-1"},
+                "serviceaccount": {"name": "deployer", "uid": "sa-1"}}
+        })
+    }
+
+    #[test]
+    fn a_bound_tokens_claims_name_its_binding_and_audiences() {
+        let named = named_binding(&token(&bound())).unwrap();
+        assert_eq!(named.binding.to_string(), "payments/tokenvend-x7k2p");
+        assert_eq!(named.binding.uid, "u-1");
+        assert_eq!(named.audiences, ["https://kubernetes.default.svc"]);
+        assert_eq!(named.service_account, "deployer");
+        assert_eq!(named.token_id.as_deref(), Some("j-1"));
+        let mut single = bound();
+        single["aud"] = serde_json::json!("one");
+        assert_eq!(named_binding(&token(&single)).unwrap().audiences, ["one"]);
+    }
+
+    #[test]
+    fn tokens_that_name_no_binding_of_ours_are_left_alone() {
+        let mut cases = Vec::new();
+        for (pointer, value) in [
+            (
+                "/kubernetes.io/secret/name",
+                serde_json::json!("db-password"),
+            ),
+            ("/kubernetes.io/secret/uid", serde_json::json!("")),
+            ("/kubernetes.io/namespace", serde_json::json!("Payments")),
+            ("/aud", serde_json::json!([])),
+            ("/aud", serde_json::json!(7)),
+            ("/kubernetes.io/secret", serde_json::Value::Null),
+        ] {
+            let mut claims = bound();
+            *claims.pointer_mut(pointer).unwrap() = value;
+            cases.push(token(&claims));
+        }
+        cases.push("not-a-jwt".to_owned());
+        cases.push(String::new());
+        for case in cases {
+            assert_eq!(named_binding(&case), None, "{case}");
+        }
+    }
+}
