@@ -17,8 +17,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigDuration};
+use crate::k8s::binding::operator::{self as revoke, Binding, FindError, Scope, Target};
 use crate::k8s::binding::{Selector, is_label_value, subject_digest};
-use crate::k8s::revoke::{self, Binding, FindError, Scope, Target};
 use crate::policy::ServiceAccountRef;
 
 /// Deadline for each Kubernetes call.

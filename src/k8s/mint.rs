@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::ApiContact;
 use super::binding::BindingSpec;
-use super::bindings::{BindingCalls, BoundSecret, NewBinding};
+use super::binding::calls::{BindingCalls, BoundSecret, NewBinding};
 use crate::metrics::Metrics;
 use crate::policy::ServiceAccountRef;
 

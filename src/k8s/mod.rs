@@ -3,15 +3,13 @@
 //! (kubeconfig, ExecCredential) that carry a minted token to kubectl.
 
 pub mod binding;
-mod bindings;
 mod contact;
 mod kubeconfig;
 pub mod legacy;
 mod mint;
 pub mod rbac;
-pub mod revoke;
 
-pub use bindings::{BindingCalls, Bindings, BoundSecret, Deleted, NewBinding, Review};
+pub use binding::calls::{BindingCalls, Bindings, BoundSecret, Deleted, NewBinding, Review};
 pub use contact::{ApiContact, probe};
 pub use kubeconfig::{EXEC_CREDENTIAL_API_VERSION, ExecCredential, KubeconfigCluster, kubeconfig};
 pub use mint::{BoxFuture, KubeMinter, MintError, MintRequest, MintedToken, Minter};

@@ -11,6 +11,7 @@ use jsonwebtoken::Algorithm;
 use k8s_openapi::api::core::v1::Secret;
 use kube_standin::{Fault, FaultTarget};
 use serde_json::{Value, json};
+use tokenvend::k8s;
 
 use test_support::app::{
     CONFIG, REVOCABLE_POLICY, TestApp, assert_error, release_claims, sample, spawn_app_with,
@@ -505,6 +506,48 @@ async fn a_sweep_deletes_the_bindings_of_expired_tokens_and_no_live_one() {
         sample(&metrics, r#"tokenvend_revocations_total{via="expired"}"#),
         Some(1.0)
     );
+    app.stop().await;
+}
+
+/// A Secret that only looks like a binding (its labels say tokenvend, its type does not) is
+/// never swept: the admission policy would refuse the delete, and with it the whole collection
+/// delete, every sweep after.
+#[tokio::test]
+async fn a_sweep_leaves_a_secret_of_another_type_alone_whatever_its_labels() {
+    let bucket = k8s::binding::expiry_bucket(jiff::Timestamp::now().as_second() + 600);
+    let app = spawn_app_with(&format!("{CONFIG}{REVOCABLE_POLICY}"), move |options| {
+        options.token_success_cache_ttl = Duration::ZERO;
+        let mut lookalike = kube_standin::SeedSecret::opaque("production", "tokenvend-lookalike");
+        lookalike.labels = [
+            (k8s::binding::MANAGED_BY_LABEL, k8s::binding::MANAGED_BY),
+            (k8s::binding::EXPIRES_LABEL, &bucket.to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+        lookalike
+            .data
+            .insert("password".to_owned(), b"kept".to_vec());
+        options.secrets.push(lookalike);
+    })
+    .await;
+    let short = mint(&app, Some(json!({"expirationSeconds": 600}))).await;
+    assert_eq!(bindings(&app).len(), 2);
+    let expiry: jiff::Timestamp = short["expirationTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let report = app
+        .sweeper
+        .sweep_once(expiry + jiff::SignedDuration::from_secs(1800))
+        .await;
+
+    assert_eq!((report.deleted, report.failed.len()), (1, 0), "{report:?}");
+    let left = bindings(&app);
+    assert_eq!(left.len(), 1);
+    assert_eq!(name_of(&left[0]), "production/tokenvend-lookalike");
     app.stop().await;
 }
 

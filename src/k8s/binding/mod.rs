@@ -3,6 +3,13 @@
 //! buckets they are swept by. Everything that creates, revokes or sweeps bindings (the
 //! exchange, `POST /oauth2/revoke`, `tokenvend revoke`, the sweeper, `tokenvend rbac`) uses
 //! these names, so they cannot drift apart. docs/revocation.md explains the design.
+//!
+//! [`calls`] holds the service's own API calls on bindings (create, delete one, sweep, review
+//! a presented token); [`operator`] the search and delete of `tokenvend revoke`, which runs
+//! with an operator's credentials.
+
+pub mod calls;
+pub mod operator;
 
 use std::collections::BTreeMap;
 
@@ -146,6 +153,14 @@ pub struct Selector {
 }
 
 impl Selector {
+    /// The field selector that goes with every selection (`fieldSelector=`): the binding type
+    /// only. Labels alone could match a Secret of another type that merely carries them; the
+    /// admission policy would refuse to delete it, and with it every collection delete that
+    /// includes it.
+    pub fn to_field_selector(&self) -> String {
+        format!("type={BINDING_TYPE}")
+    }
+
     /// The selector text for a list or collection delete (`labelSelector=`).
     pub fn to_label_selector(&self) -> String {
         let mut terms = vec![format!("{MANAGED_BY_LABEL}={MANAGED_BY}")];

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use serde::Serialize;
 
-use super::binding::{
+use super::{
     BINDING_TYPE, EXPIRES_AT_ANNOTATION, ISSUER_LABEL, ISSUER_URL_ANNOTATION, NAME_PREFIX,
     POLICY_LABEL, SERVICE_ACCOUNT_ANNOTATION, SUBJECT_ANNOTATION, SUBJECT_LABEL, Selector,
 };
@@ -192,7 +192,7 @@ async fn list(
 ) -> std::result::Result<Vec<Binding>, FindError> {
     let mut params = ListParams::default()
         .labels(&selector.to_label_selector())
-        .fields(&format!("type={BINDING_TYPE}"))
+        .fields(&selector.to_field_selector())
         .limit(PAGE_SIZE);
     let mut found = Vec::new();
     loop {
@@ -242,11 +242,11 @@ fn from_secret(secret: Secret) -> std::result::Result<Binding, String> {
             .cloned()
             .unwrap_or_default()
     };
-    let managed = label(super::binding::MANAGED_BY_LABEL);
-    if managed != super::binding::MANAGED_BY {
+    let managed = label(super::MANAGED_BY_LABEL);
+    if managed != super::MANAGED_BY {
         return Err(format!(
             "its {} label is {managed:?}",
-            super::binding::MANAGED_BY_LABEL
+            super::MANAGED_BY_LABEL
         ));
     }
     Ok(Binding {

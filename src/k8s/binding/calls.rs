@@ -2,7 +2,7 @@
 //! uid precondition, delete the expired ones by label selector, and review a presented token.
 //! Each call runs under a deadline, is counted in `kube_binding_requests_total{call,code}` and
 //! feeds readiness like the TokenRequest does. The names the Secrets carry are in
-//! [`super::binding`].
+//! [`super`].
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -13,12 +13,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::ApiContact;
-use super::binding::Selector;
-use super::mint::{BoxFuture, MintError};
+use super::Selector;
+use crate::k8s::ApiContact;
+use crate::k8s::{BoxFuture, MintError};
 use crate::metrics::Metrics;
 
-/// What a revocable grant adds to a [`super::MintRequest`]: who the binding is for (the
+/// What a revocable grant adds to a [`crate::k8s::MintRequest`]: who the binding is for (the
 /// service account and expiry come from the request itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewBinding {
@@ -117,8 +117,8 @@ impl BindingCalls {
         }
     }
 
-    /// Creates `secret` (a [`super::binding::BindingSpec::secret`]) in its namespace.
-    pub(super) async fn create(
+    /// Creates `secret` (a [`super::BindingSpec::secret`]) in its namespace.
+    pub(in crate::k8s) async fn create(
         &self,
         secret: &Secret,
         deadline: tokio::time::Instant,
@@ -148,7 +148,7 @@ impl BindingCalls {
 
     /// Deletes a binding whose token was not minted. Failures are logged (the binding names
     /// no token) and left to the sweeper, which deletes the binding once its bucket expires.
-    pub(super) async fn remove_after_failed_mint(self, binding: BoundSecret) {
+    pub(in crate::k8s) async fn remove_after_failed_mint(self, binding: BoundSecret) {
         match self.delete_now(&binding).await {
             Ok(_) => tracing::debug!(%binding, "binding of a failed token request deleted"),
             Err(error) => tracing::warn!(
@@ -190,7 +190,9 @@ impl BindingCalls {
     ) -> Result<u64, MintError> {
         let deadline = tokio::time::Instant::now() + self.deadline;
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let list = ListParams::default().labels(&selector.to_label_selector());
+        let list = ListParams::default()
+            .labels(&selector.to_label_selector())
+            .fields(&selector.to_field_selector());
         let deleted = self
             .counted("delete_secrets", deadline, async {
                 api.delete_collection(&DeleteParams::default(), &list).await
