@@ -246,6 +246,7 @@ fn target(args: &RevokeArgs, config: &Config) -> anyhow::Result<Target> {
                 .as_ref()
                 .zip(issuer_url.as_ref())
                 .map(|(sub, iss)| subject_digest(iss, sub)),
+            service_account: None,
             expiry_buckets: Vec::new(),
         },
         issued_before: args.issued_before,

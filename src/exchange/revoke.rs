@@ -1,7 +1,11 @@
 //! Revocation (`POST /oauth2/revoke`): a presented service-account token in, its binding
 //! Secret deleted out. Nothing in the token is trusted until the API server's TokenReview
-//! says it is genuine and current; only then is the binding its claims name deleted, and only
-//! if the Secret still has the uid the token was bound to. Whatever the token was, the caller
+//! says it is genuine and current. Even then the review proves only that the API server
+//! signed the token: anyone who may create tokens in a namespace can bind one to any Secret
+//! there. So the binding its claims name is deleted only through a selector that also names
+//! the reviewed service account (the binding's `tokenvend.io/service-account` label), the
+//! binding type and tokenvend's label, and only if the Secret still has the uid the token was
+//! bound to. Whatever the token was, the caller
 //! learns nothing about it (RFC 7009 §2.2): the HTTP layer answers 200 for every
 //! [`Revoked`] value.
 
@@ -40,8 +44,12 @@ pub enum NotRevoked {
     NotRevocable,
     /// The API server does not accept the token: forged, expired, or revoked already.
     Unauthenticated,
-    /// Genuine a moment ago, but its binding was gone by the time of the delete.
+    /// Genuine a moment ago, but its binding was replaced by the time of the delete.
     AlreadyRevoked,
+    /// Genuine, but no binding of its service account has the name its claims give: gone
+    /// already, or a Secret that is not such a binding (another account's binding, another
+    /// type, not tokenvend's).
+    NoBinding,
 }
 
 impl NotRevoked {
@@ -51,6 +59,7 @@ impl NotRevoked {
             Self::NotRevocable => "not_revocable",
             Self::Unauthenticated => "unauthenticated",
             Self::AlreadyRevoked => "already_revoked",
+            Self::NoBinding => "no_binding",
         }
     }
 }
@@ -181,15 +190,28 @@ impl Exchange {
             "system:serviceaccount:{}:{}",
             named.binding.namespace, named.service_account
         );
-        match review {
-            Review::Authenticated { username } if username == expected => {}
+        let username = match review {
+            Review::Authenticated { username } if username == expected => username,
             Review::Authenticated { .. } => {
                 tracing::warn!(binding = %named.binding, "a reviewed token authenticates as another account than its claims name; nothing revoked");
                 return Ok(Revoked::Nothing(NotRevoked::Unauthenticated));
             }
             Review::Unauthenticated => return Ok(Revoked::Nothing(NotRevoked::Unauthenticated)),
-        }
-        match self.bindings.delete(&named.binding).await? {
+        };
+        // The service account the API server authenticated, not the claims' word for it.
+        let Some((reviewed_namespace, reviewed_name)) = username
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|account| account.split_once(':'))
+        else {
+            return Ok(Revoked::Nothing(NotRevoked::Unauthenticated));
+        };
+        let service_account =
+            crate::k8s::binding::service_account_digest(reviewed_namespace, reviewed_name);
+        match self
+            .bindings
+            .revoke(&named.binding, &service_account)
+            .await?
+        {
             Deleted::Now => Ok(Revoked::Now(Revocation {
                 service_account: named.service_account,
                 token_id: named.token_id,
@@ -197,6 +219,7 @@ impl Exchange {
                 binding: named.binding,
             })),
             Deleted::AlreadyGone => Ok(Revoked::Nothing(NotRevoked::AlreadyRevoked)),
+            Deleted::NoMatch => Ok(Revoked::Nothing(NotRevoked::NoBinding)),
         }
     }
 }

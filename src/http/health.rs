@@ -115,7 +115,11 @@ mod tests {
             Box::pin(async { Err(MintError::Transport("not in this test".into())) })
         }
 
-        fn delete<'a>(&'a self, _: &'a BoundSecret) -> BoxFuture<'a, Result<Deleted, MintError>> {
+        fn revoke<'a>(
+            &'a self,
+            _: &'a BoundSecret,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Deleted, MintError>> {
             Box::pin(async { Err(MintError::Transport("not in this test".into())) })
         }
 

@@ -426,7 +426,7 @@ async fn the_api_down_during_a_revocation_is_503_with_retry_after_and_a_retry_re
     for (target, fault, expected) in [
         (FaultTarget::Any, fail(503), "2"),
         (FaultTarget::TokenReview, fail(429), "1"),
-        (FaultTarget::SecretDelete, fail(500), "2"),
+        (FaultTarget::SecretDeleteCollection, fail(500), "2"),
     ] {
         app.apiserver().inject_for(target, fault);
 
@@ -650,5 +650,135 @@ async fn a_namespace_whose_sweep_fails_holds_no_other_back() {
     let second = app.sweeper.sweep_once(after).await;
     assert_eq!((second.deleted, second.failed), (0, vec!["ops".to_owned()]));
     assert_eq!(sweeps(&app.metrics().await), calls);
+    app.stop().await;
+}
+
+/// A user of the stand-in that may create tokens of every service account in `production`,
+/// and nothing else: what `create serviceaccounts/token` in a namespace gives.
+const MINTER_TOKEN: &str = "minter-token";
+
+fn with_minter(options: &mut kube_standin::ApiServerOptions) {
+    options.token_success_cache_ttl = Duration::ZERO;
+    options
+        .users
+        .push(kube_standin::SeedUser::new(MINTER_TOKEN, "minter"));
+    options.rbac.push(kube_standin::RbacRule::create_tokens(
+        "minter",
+        "production",
+        &[],
+    ));
+}
+
+/// A token of `production/<account>`, minted straight at the API server (not through
+/// tokenvend) by the minter and bound to the Secret `production/<secret>` (the API server
+/// fills in its uid).
+async fn mint_bound_directly(app: &TestApp, account: &str, secret: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let config = tokenvend::dev::session::kube_config_for(
+        app.apiserver(),
+        MINTER_TOKEN,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let accounts: kube::Api<ServiceAccount> =
+        kube::Api::namespaced(kube::Client::try_from(config).unwrap(), "production");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![API_AUDIENCE.to_owned()],
+            expiration_seconds: Some(600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Secret".to_owned()),
+                name: Some(secret.to_owned()),
+                uid: None,
+            }),
+        },
+        ..TokenRequest::default()
+    };
+    let minted: TokenRequest = accounts
+        .create_subresource(
+            "token",
+            account,
+            &kube::api::PostParams::default(),
+            &request,
+        )
+        .await
+        .unwrap();
+    minted.status.unwrap().token
+}
+
+/// Anyone who may create tokens in a namespace can bind one to any Secret there: a genuine
+/// token of another service account, bound to someone else's binding, must not revoke it.
+#[tokio::test]
+async fn a_token_of_another_service_account_bound_to_a_binding_revokes_nothing() {
+    let app = spawn_app_with(&format!("{CONFIG}{REVOCABLE_POLICY}"), with_minter).await;
+    let victim = mint(&app, None).await;
+    let victim_token = victim["token"].as_str().unwrap();
+    let before = bindings(&app);
+    assert_eq!(before.len(), 1);
+    let binding = before[0].metadata.name.clone().unwrap();
+    // `production/deployer`, not the binding's `production/releaser`.
+    let intruder = mint_bound_directly(&app, "deployer", &binding).await;
+    assert_eq!(
+        app.review(&intruder, &[API_AUDIENCE]).await.authenticated,
+        Some(true)
+    );
+
+    let response = revoke(&app, &intruder).await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "");
+    assert_eq!(
+        bindings(&app).iter().map(name_of).collect::<Vec<_>>(),
+        before.iter().map(name_of).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        app.review(victim_token, &[API_AUDIENCE])
+            .await
+            .authenticated,
+        Some(true)
+    );
+    let metrics = app.metrics().await;
+    assert_eq!(
+        sample(&metrics, r#"tokenvend_revocations_total{via="oauth2"}"#),
+        Some(0.0)
+    );
+    app.stop().await;
+}
+
+/// A genuine token bound to a Secret that merely has a binding's name (another type, no
+/// labels) does not get that Secret deleted.
+#[tokio::test]
+async fn a_token_bound_to_a_lookalike_secret_revokes_nothing() {
+    let app = spawn_app_with(&format!("{CONFIG}{REVOCABLE_POLICY}"), |options| {
+        with_minter(options);
+        let mut lookalike = kube_standin::SeedSecret::opaque("production", "tokenvend-lookalike");
+        lookalike
+            .data
+            .insert("password".to_owned(), b"kept".to_vec());
+        options.secrets.push(lookalike);
+    })
+    .await;
+    let token = mint_bound_directly(&app, "releaser", "tokenvend-lookalike").await;
+    assert_eq!(
+        app.review(&token, &[API_AUDIENCE]).await.authenticated,
+        Some(true)
+    );
+
+    let response = revoke(&app, &token).await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        bindings(&app).iter().map(name_of).collect::<Vec<_>>(),
+        ["production/tokenvend-lookalike"]
+    );
+    assert_eq!(
+        app.review(&token, &[API_AUDIENCE]).await.authenticated,
+        Some(true)
+    );
     app.stop().await;
 }

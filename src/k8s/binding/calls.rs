@@ -54,6 +54,9 @@ pub enum Deleted {
     /// It was gone already, or replaced by another object of the same name (404 or 409): the
     /// token it bound is invalid either way.
     AlreadyGone,
+    /// No binding of that name matched the selection (the token's service account, the
+    /// binding type, managed by tokenvend): gone already, or never a binding of this token.
+    NoMatch,
 }
 
 /// What the API server's TokenReview said of a presented token.
@@ -76,8 +79,14 @@ pub trait Bindings: Send + Sync {
         audiences: Vec<String>,
     ) -> BoxFuture<'a, Result<Review, MintError>>;
 
-    /// Deletes one binding, only if its uid is still `binding.uid`.
-    fn delete<'a>(&'a self, binding: &'a BoundSecret) -> BoxFuture<'a, Result<Deleted, MintError>>;
+    /// Deletes one binding for revocation, only if it is a binding of the service account
+    /// `service_account` (its [`super::service_account_digest`] label), of the binding type,
+    /// managed by tokenvend, and its uid is still `binding.uid`.
+    fn revoke<'a>(
+        &'a self,
+        binding: &'a BoundSecret,
+        service_account: &'a str,
+    ) -> BoxFuture<'a, Result<Deleted, MintError>>;
 
     /// Deletes the bindings in `namespace` that `selector` selects; returns how many.
     fn delete_selected<'a>(
@@ -183,6 +192,53 @@ impl BindingCalls {
         }
     }
 
+    /// A collection delete in the binding's namespace that can match at most the one binding:
+    /// its name, the binding type, tokenvend's label and the service account's digest, with
+    /// the uid precondition (the API server applies the delete options to each match). A
+    /// token minted by someone else for another service account, or bound to a Secret that is
+    /// not a binding, selects nothing.
+    async fn revoke_now(
+        &self,
+        binding: &BoundSecret,
+        service_account: &str,
+    ) -> Result<Deleted, MintError> {
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &binding.namespace);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(binding.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let selector = Selector {
+            service_account: Some(service_account.to_owned()),
+            ..Selector::default()
+        };
+        let list = ListParams::default()
+            .labels(&selector.to_label_selector())
+            .fields(&format!(
+                "metadata.name={},{}",
+                binding.name,
+                selector.to_field_selector()
+            ));
+        let outcome = self
+            .counted("delete_secret", deadline, async {
+                api.delete_collection(&params, &list).await
+            })
+            .await;
+        match outcome {
+            Ok(deleted) => match deleted.map_left(|list| list.items.len()).left_or(0) {
+                0 => Ok(Deleted::NoMatch),
+                _ => Ok(Deleted::Now),
+            },
+            Err(MintError::Api {
+                code: 404 | 409, ..
+            }) => Ok(Deleted::AlreadyGone),
+            Err(error) => Err(error),
+        }
+    }
+
     async fn delete_selected_now(
         &self,
         namespace: &str,
@@ -265,8 +321,12 @@ impl Bindings for BindingCalls {
         Box::pin(self.review_now(token, audiences))
     }
 
-    fn delete<'a>(&'a self, binding: &'a BoundSecret) -> BoxFuture<'a, Result<Deleted, MintError>> {
-        Box::pin(self.delete_now(binding))
+    fn revoke<'a>(
+        &'a self,
+        binding: &'a BoundSecret,
+        service_account: &'a str,
+    ) -> BoxFuture<'a, Result<Deleted, MintError>> {
+        Box::pin(self.revoke_now(binding, service_account))
     }
 
     fn delete_selected<'a>(

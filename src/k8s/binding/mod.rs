@@ -33,6 +33,10 @@ pub const POLICY_LABEL: &str = "tokenvend.io/policy";
 pub const ISSUER_LABEL: &str = "tokenvend.io/issuer";
 /// [`subject_digest`] of the caller's `(iss, sub)`.
 pub const SUBJECT_LABEL: &str = "tokenvend.io/subject";
+/// [`service_account_digest`] of the bound token's service account. Revocation deletes a
+/// binding only through a selector on this label, with the digest of the service account the
+/// TokenReview authenticated: a token can end only a binding of its own service account.
+pub const SERVICE_ACCOUNT_LABEL: &str = "tokenvend.io/service-account";
 /// [`expiry_bucket`] of the minted token's expiry, as decimal Unix seconds.
 pub const EXPIRES_LABEL: &str = "tokenvend.io/expires";
 
@@ -60,6 +64,20 @@ pub fn subject_digest(iss: &str, sub: &str) -> String {
     context.update(&[0]);
     context.update(sub.as_bytes());
     let digest = context.finish();
+    digest.as_ref()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The first 32 hex digits of SHA-256 over `NAMESPACE/NAME` of a service account: the
+/// service account as a label value (a namespace and a name together can be longer than 63
+/// characters).
+pub fn service_account_digest(namespace: &str, name: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{namespace}/{name}").as_bytes(),
+    );
     digest.as_ref()[..16]
         .iter()
         .map(|byte| format!("{byte:02x}"))
@@ -110,6 +128,10 @@ impl BindingSpec<'_> {
             (ISSUER_LABEL.to_owned(), self.issuer.to_owned()),
             (SUBJECT_LABEL.to_owned(), subject_digest(self.iss, self.sub)),
             (
+                SERVICE_ACCOUNT_LABEL.to_owned(),
+                service_account_digest(self.namespace, self.service_account),
+            ),
+            (
                 EXPIRES_LABEL.to_owned(),
                 expiry_bucket(self.expires.as_second()).to_string(),
             ),
@@ -148,6 +170,8 @@ pub struct Selector {
     pub issuer: Option<String>,
     /// [`subject_digest`] value.
     pub subject: Option<String>,
+    /// [`service_account_digest`] value.
+    pub service_account: Option<String>,
     /// Expiry buckets (`tokenvend.io/expires in (...)`).
     pub expiry_buckets: Vec<i64>,
 }
@@ -173,6 +197,9 @@ impl Selector {
         if let Some(subject) = &self.subject {
             terms.push(format!("{SUBJECT_LABEL}={subject}"));
         }
+        if let Some(service_account) = &self.service_account {
+            terms.push(format!("{SERVICE_ACCOUNT_LABEL}={service_account}"));
+        }
         if !self.expiry_buckets.is_empty() {
             let buckets: Vec<String> = self.expiry_buckets.iter().map(i64::to_string).collect();
             terms.push(format!("{EXPIRES_LABEL} in ({})", buckets.join(",")));
@@ -194,6 +221,18 @@ mod tests {
         assert_ne!(subject_digest("a", "b"), subject_digest("a\0", "b"));
         assert_ne!(subject_digest("ab", ""), subject_digest("a", "b"));
         assert!(is_label_value(&digest));
+    }
+
+    #[test]
+    fn service_account_digest_is_32_hex_digits_of_sha256_of_namespace_slash_name() {
+        // Computed independently: `printf 'payments/deployer' | sha256sum | cut -c1-32`.
+        let digest = service_account_digest("payments", "deployer");
+        assert_eq!(digest, "e9b5d1890370eb85a867637fac97ec3a");
+        assert!(is_label_value(&digest));
+        assert_ne!(
+            service_account_digest("payments", "deployer"),
+            service_account_digest("payment", "sdeployer")
+        );
     }
 
     #[test]
@@ -240,6 +279,10 @@ mod tests {
             expiry_bucket(expires.as_second()).to_string()
         );
         assert_eq!(labels[POLICY_LABEL], "deploy-webapp");
+        assert_eq!(
+            labels[SERVICE_ACCOUNT_LABEL],
+            service_account_digest("payments", "deployer")
+        );
         assert!(labels.values().all(|value| is_label_value(value)));
         let annotations = secret.metadata.annotations.unwrap();
         assert_eq!(annotations[SERVICE_ACCOUNT_ANNOTATION], "payments/deployer");
