@@ -20,7 +20,7 @@ pub use audit::{Outcome, sha256_hex};
 pub use error::ExchangeError;
 pub use limits::{InFlight, LimitSettings, Limits, RetryAfter};
 pub use record::{Caller, Ended, Endpoint, Refusal};
-pub use revoke::{NotRevoked, Revocation, RevokeUnavailable, Revoked};
+pub use revoke::{DeleteRefused, NotRevoked, Revocation, RevokeUnavailable, Revoked};
 pub use snapshot::Snapshot;
 
 use crate::k8s::{Bindings, MintRequest, MintedToken, Minter, NewBinding};

@@ -128,12 +128,20 @@ impl Exchange {
                 tracing::info!(reason = why.metric_label(), "nothing revoked");
                 (Outcome::InvalidToken, Cow::Borrowed(why.metric_label()))
             }
+            Ended::Revoke(Revoked::Refused(refused)) => {
+                audit.namespace = Some(refused.binding.namespace.clone());
+                audit.service_account = Some(refused.service_account.clone());
+                audit.binding = Some(refused.binding.to_string());
+                tracing::error!(binding = %refused.binding, error = %refused.error, "revocation refused by the Kubernetes API: the binding was not deleted (the caller got 200; a retry would not help)");
+                self.metrics.rejected(&refused.reason);
+                (Outcome::Error, Cow::Owned(refused.reason.clone()))
+            }
             Ended::RevokeFailed(failure) => {
                 if failure.error.is_transient() {
                     tracing::warn!(error = %failure.error, "revocation failed: the Kubernetes API did not answer; the caller may retry");
                 } else {
-                    // A refusal (403: tokenvend's RBAC lacks tokenreviews or delete on
-                    // secrets) that a retry will not change: the operator must act.
+                    // A refusal of the review (403: tokenvend's RBAC lacks tokenreviews)
+                    // that a retry will not change: the operator must act.
                     tracing::error!(error = %failure.error, "revocation refused by the Kubernetes API");
                 }
                 let reason = failure.metric_label();

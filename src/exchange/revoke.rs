@@ -69,6 +69,22 @@ impl NotRevoked {
 pub enum Revoked {
     Now(Revocation),
     Nothing(NotRevoked),
+    /// The API server refused the delete for good (403 from RBAC or the admission policy,
+    /// 400, 422, ...): nothing was deleted and a retry would not change that. The caller gets
+    /// 200 all the same (a 503 here would tell it that its token passed the review); the
+    /// operator gets an error in the log and the audit record.
+    Refused(DeleteRefused),
+}
+
+/// A delete the API server refused for good.
+#[derive(Debug, Clone)]
+pub struct DeleteRefused {
+    pub binding: BoundSecret,
+    pub service_account: String,
+    /// The API server's answer (its code, reason and message; never the token).
+    pub error: String,
+    /// `upstream_` and the API server's code.
+    pub reason: String,
 }
 
 /// The Kubernetes API could not be asked (unreachable, throttled, failing): nothing was
@@ -179,8 +195,9 @@ impl Exchange {
     /// delete its binding with a uid precondition.
     ///
     /// # Errors
-    /// [`RevokeUnavailable`] when the review or the delete did not get an answer that settles
-    /// the matter; nothing was deleted then.
+    /// [`RevokeUnavailable`] when the review got no answer that settles the matter, or the
+    /// delete failed in a way a retry can mend (no connection, timeout, 429, 5xx); nothing
+    /// was deleted then. A delete refused for good is [`Revoked::Refused`].
     pub async fn revoke(&self, token: &SecretString) -> Result<Revoked, RevokeUnavailable> {
         let Some(named) = named_binding(token.expose_secret()) else {
             return Ok(Revoked::Nothing(NotRevoked::NotRevocable));
@@ -207,11 +224,20 @@ impl Exchange {
         };
         let service_account =
             crate::k8s::binding::service_account_digest(reviewed_namespace, reviewed_name);
-        match self
-            .bindings
-            .revoke(&named.binding, &service_account)
-            .await?
-        {
+        let deleted = match self.bindings.revoke(&named.binding, &service_account).await {
+            Ok(deleted) => deleted,
+            // Only an error a retry can mend is the caller's business (503 + Retry-After).
+            Err(error) if error.is_transient() => return Err(error.into()),
+            Err(error) => {
+                return Ok(Revoked::Refused(DeleteRefused {
+                    reason: format!("upstream_{}", error.metric_label()),
+                    error: error.to_string(),
+                    binding: named.binding,
+                    service_account: named.service_account,
+                }));
+            }
+        };
+        match deleted {
             Deleted::Now => Ok(Revoked::Now(Revocation {
                 service_account: named.service_account,
                 token_id: named.token_id,

@@ -782,3 +782,46 @@ async fn a_token_bound_to_a_lookalike_secret_revokes_nothing() {
     );
     app.stop().await;
 }
+
+/// A delete the API server refuses for good (RBAC, the admission policy, an invalid request)
+/// is 200: a 503 would tell the caller its token passed the review, and a retry would change
+/// nothing. The operator learns of it from the log and the audit record.
+#[tokio::test]
+async fn a_refused_delete_after_the_review_is_200_not_503() {
+    let app = spawn(Duration::ZERO).await;
+    let issued = mint(&app, None).await;
+    let token = issued["token"].as_str().unwrap();
+    for code in [403, 422, 400] {
+        app.apiserver().inject_for(
+            FaultTarget::SecretDeleteCollection,
+            Fault::Status {
+                code,
+                retry_after: None,
+                times: 1,
+            },
+        );
+
+        let response = revoke(&app, token).await;
+
+        assert_eq!(response.status(), 200, "{code}");
+        assert!(!response.headers().contains_key("retry-after"), "{code}");
+        assert_eq!(response.text().await.unwrap(), "", "{code}");
+        assert_eq!(bindings(&app).len(), 1, "{code}");
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"tokenvend_requests_total{endpoint="revoke",outcome="error"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"tokenvend_kube_binding_requests_total{call="delete_secret",code="403"}"#
+        ),
+        Some(1.0)
+    );
+    app.stop().await;
+}
