@@ -20,7 +20,7 @@ pub use audit::{Outcome, sha256_hex};
 pub use error::ExchangeError;
 pub use limits::{InFlight, LimitSettings, Limits, RetryAfter};
 pub use record::{Caller, Ended, Endpoint, Refusal};
-pub use revoke::{DeleteRefused, NotRevoked, Revocation, RevokeUnavailable, Revoked};
+pub use revoke::{DeleteRefused, NotRevoked, Revocation, RevokeUnavailable, Revoked, Unavailable};
 pub use snapshot::Snapshot;
 
 use crate::k8s::{Bindings, MintRequest, MintedToken, Minter, NewBinding};
@@ -36,6 +36,8 @@ pub struct Exchange {
     bindings: Arc<dyn Bindings>,
     metrics: Arc<Metrics>,
     limits: Limits,
+    /// Revocations under way ([`revoke::MAX_CONCURRENT_REVOCATIONS`]).
+    revocations: tokio::sync::Semaphore,
 }
 
 /// A decision to issue, before anything is minted (`dryRun=true` stops here).
@@ -90,6 +92,7 @@ impl Exchange {
             bindings,
             metrics,
             limits,
+            revocations: tokio::sync::Semaphore::new(revoke::MAX_CONCURRENT_REVOCATIONS),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use secrecy::ExposeSecret;
 
 use super::audit::{AuditRecord, Outcome, sha256_hex};
-use super::revoke::{RevokeUnavailable, Revoked};
+use super::revoke::{RevokeUnavailable, Revoked, Unavailable};
 use super::{Decision, Exchange, ExchangeError, Issued, Listed};
 use crate::k8s::MintedToken;
 use crate::metrics::RevokedVia;
@@ -137,12 +137,18 @@ impl Exchange {
                 (Outcome::Error, Cow::Owned(refused.reason.clone()))
             }
             Ended::RevokeFailed(failure) => {
-                if failure.error.is_transient() {
-                    tracing::warn!(error = %failure.error, "revocation failed: the Kubernetes API did not answer; the caller may retry");
-                } else {
-                    // A refusal of the review (403: tokenvend's RBAC lacks tokenreviews)
-                    // that a retry will not change: the operator must act.
-                    tracing::error!(error = %failure.error, "revocation refused by the Kubernetes API");
+                match &failure.cause {
+                    Unavailable::Busy => tracing::warn!(
+                        "revocation turned away: too many are under way; the caller may retry"
+                    ),
+                    Unavailable::Api(error) if error.is_transient() => {
+                        tracing::warn!(%error, "revocation failed: the Kubernetes API did not answer; the caller may retry")
+                    }
+                    Unavailable::Api(error) => {
+                        // A refusal of the review (403: tokenvend's RBAC lacks tokenreviews)
+                        // that a retry will not change: the operator must act.
+                        tracing::error!(%error, "revocation refused by the Kubernetes API");
+                    }
                 }
                 let reason = failure.metric_label();
                 self.metrics.rejected(&reason);

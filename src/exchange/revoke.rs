@@ -87,21 +87,48 @@ pub struct DeleteRefused {
     pub reason: String,
 }
 
-/// The Kubernetes API could not be asked (unreachable, throttled, failing): nothing was
-/// deleted, and the same request can be sent again.
+/// How many revocations may wait for a TokenReview (and their delete) at once. Anyone can
+/// send a revocation request; this bounds the load they can put on the API server through
+/// tokenvend.
+pub const MAX_CONCURRENT_REVOCATIONS: usize = 16;
+
+/// The revocation could not be decided now: nothing was deleted, and the same request can be
+/// sent again.
 #[derive(Debug, thiserror::Error)]
-#[error("{error}")]
+#[error("{cause}")]
 pub struct RevokeUnavailable {
-    pub error: MintError,
+    pub cause: Unavailable,
     /// Whole seconds the caller should wait before retrying.
     pub retry_after: u64,
 }
 
+/// Why a revocation could not be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// The Kubernetes API could not be asked (unreachable, timed out, throttled, failing).
+    #[error("{0}")]
+    Api(MintError),
+    /// [`MAX_CONCURRENT_REVOCATIONS`] revocations are under way; this one was turned away
+    /// before its token was looked at.
+    #[error("too many revocations are waiting for the Kubernetes API")]
+    Busy,
+}
+
 impl RevokeUnavailable {
     /// The recorder's `reason`: `upstream_` and the API server's code, `timeout` or
-    /// `transport`.
+    /// `transport`; `revoke_busy` over the concurrency cap.
     pub fn metric_label(&self) -> String {
-        format!("upstream_{}", self.error.metric_label())
+        match &self.cause {
+            Unavailable::Api(error) => format!("upstream_{}", error.metric_label()),
+            Unavailable::Busy => "revoke_busy".to_owned(),
+        }
+    }
+
+    fn busy() -> Self {
+        Self {
+            cause: Unavailable::Busy,
+            retry_after: DEFAULT_RETRY_AFTER.as_secs(),
+        }
     }
 }
 
@@ -115,7 +142,7 @@ impl From<MintError> for RevokeUnavailable {
             _ => DEFAULT_RETRY_AFTER,
         };
         Self {
-            error,
+            cause: Unavailable::Api(error),
             retry_after: retry_after.as_secs().clamp(1, MAX_RETRY_AFTER.as_secs()),
         }
     }
@@ -129,6 +156,9 @@ struct UnverifiedClaims {
     aud: Option<serde_json::Value>,
     #[serde(default)]
     jti: Option<String>,
+    /// Every service-account token has one; NumericDate, possibly with a fraction.
+    #[serde(default)]
+    exp: Option<f64>,
     #[serde(rename = "kubernetes.io")]
     kubernetes: Option<PrivateClaims>,
 }
@@ -155,9 +185,16 @@ struct Named {
     token_id: Option<String>,
 }
 
-/// The binding a token's claims name, if they name one tokenvend could have created.
-fn named_binding(token: &str) -> Option<Named> {
+/// The binding a token's claims name, if they name one tokenvend could have created and the
+/// token has not expired by its own account (at `now`, Unix seconds): a token that says it
+/// has expired is not worth a TokenReview, whatever its signature.
+fn named_binding(token: &str, now: i64) -> Option<Named> {
     let claims = jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedClaims>(token).ok()?;
+    #[allow(clippy::cast_precision_loss)] // Unix seconds are far below 2^52
+    let current = claims.exp? > now as f64;
+    if !current {
+        return None;
+    }
     let audiences = match claims.aud? {
         serde_json::Value::String(one) => vec![one],
         serde_json::Value::Array(many) => many
@@ -194,12 +231,20 @@ impl Exchange {
     /// (for its own audiences, so a token minted for another audience reviews too), then
     /// delete its binding with a uid precondition.
     ///
+    /// At most [`MAX_CONCURRENT_REVOCATIONS`] run at once.
+    ///
     /// # Errors
-    /// [`RevokeUnavailable`] when the review got no answer that settles the matter, or the
+    /// [`RevokeUnavailable`] when too many revocations are under way, when the review got no
+    /// answer that settles the matter, or the
     /// delete failed in a way a retry can mend (no connection, timeout, 429, 5xx); nothing
     /// was deleted then. A delete refused for good is [`Revoked::Refused`].
     pub async fn revoke(&self, token: &SecretString) -> Result<Revoked, RevokeUnavailable> {
-        let Some(named) = named_binding(token.expose_secret()) else {
+        // Before the token is looked at, so that the answer says nothing about it.
+        let Ok(_permit) = self.revocations.try_acquire() else {
+            return Err(RevokeUnavailable::busy());
+        };
+        let now = jiff::Timestamp::now().as_second();
+        let Some(named) = named_binding(token.expose_secret(), now) else {
             return Ok(Revoked::Nothing(NotRevoked::NotRevocable));
         };
         let review = self.bindings.review(token, named.audiences.clone()).await?;
@@ -264,9 +309,15 @@ mod tests {
         )
     }
 
+    const NOW: i64 = 1_800_000_000;
+
+    fn named_binding(token: &str) -> Option<Named> {
+        super::named_binding(token, NOW)
+    }
+
     fn bound() -> serde_json::Value {
         serde_json::json!({
-            "aud": ["https://kubernetes.default.svc"], "jti": "j-1",
+            "aud": ["https://kubernetes.default.svc"], "jti": "j-1", "exp": NOW + 600,
             "sub": "system:serviceaccount:payments:deployer",
             "kubernetes.io": {"namespace": "payments",
                 "secret": {"name": "tokenvend-x7k2p", "uid": "u-1"},
@@ -300,6 +351,9 @@ mod tests {
             ("/aud", serde_json::json!([])),
             ("/aud", serde_json::json!(7)),
             ("/kubernetes.io/secret", serde_json::Value::Null),
+            ("/exp", serde_json::json!(NOW)),
+            ("/exp", serde_json::json!(NOW - 600)),
+            ("/exp", serde_json::Value::Null),
         ] {
             let mut claims = bound();
             *claims.pointer_mut(pointer).unwrap() = value;

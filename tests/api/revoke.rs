@@ -825,3 +825,101 @@ async fn a_refused_delete_after_the_review_is_200_not_503() {
     );
     app.stop().await;
 }
+
+/// `tokenvend_kube_binding_requests_total{call="token_review"}`, all codes.
+fn reviews_sent(metrics: &str) -> f64 {
+    [
+        "success",
+        "timeout",
+        "transport",
+        "403",
+        "429",
+        "500",
+        "503",
+    ]
+    .iter()
+    .filter_map(|code| {
+        sample(
+            metrics,
+            &format!(
+                r#"tokenvend_kube_binding_requests_total{{call="token_review",code="{code}"}}"#
+            ),
+        )
+    })
+    .sum()
+}
+
+/// Unauthenticated callers choose what tokenvend sends to the API server: a token whose own
+/// (unverified) claims say it has expired is not worth a TokenReview.
+#[tokio::test]
+async fn a_token_whose_claims_have_expired_is_not_reviewed() {
+    let app = spawn(Duration::ZERO).await;
+    let issued = mint(&app, None).await;
+    let mut claims = claims_of(issued["token"].as_str().unwrap());
+    let now = jiff::Timestamp::now().as_second();
+    claims["exp"] = json!(now - 60);
+    claims["iat"] = json!(now - 700);
+    claims["nbf"] = json!(now - 700);
+    let expired = app.issuer.mint(Algorithm::RS256, claims).unwrap();
+    // Were it reviewed, the review would fail and the caller get a 503.
+    app.apiserver().inject_for(
+        FaultTarget::TokenReview,
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+            times: 1,
+        },
+    );
+
+    let response = revoke(&app, &expired).await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(reviews_sent(&app.metrics().await), 0.0);
+    assert_eq!(bindings(&app).len(), 1);
+    app.stop().await;
+}
+
+/// At most 16 revocations wait for a TokenReview at once; beyond that a request is 503
+/// `temporarily_unavailable` with `Retry-After` without a review, whatever its token.
+#[tokio::test]
+async fn revocation_reviews_are_capped() {
+    let app = spawn(Duration::ZERO).await;
+    let issued = mint(&app, None).await;
+    let token = issued["token"].as_str().unwrap().to_owned();
+    // Each review hangs until tokenvend's deadline (2 s) gives up on it.
+    app.apiserver().inject_for(
+        FaultTarget::TokenReview,
+        Fault::Stall(Duration::from_secs(5)),
+    );
+
+    let requests: Vec<_> = (0..24)
+        .map(|_| {
+            let app_http = app.http.clone();
+            let url = format!("{}/oauth2/revoke", app.address);
+            let body = format!(
+                "token={}",
+                form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+            );
+            tokio::spawn(async move {
+                app_http
+                    .post(url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for request in requests {
+        let response = request.await.unwrap();
+        assert!(response.headers().contains_key("retry-after"));
+        assert_error(response, 503, "temporarily_unavailable").await;
+    }
+
+    app.apiserver().clear_faults();
+    assert_eq!(reviews_sent(&app.metrics().await), 16.0);
+    assert_eq!(revoke(&app, &token).await.status(), 200);
+    assert!(bindings(&app).is_empty());
+    app.stop().await;
+}

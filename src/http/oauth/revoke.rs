@@ -17,7 +17,7 @@ use super::super::context::RequestContext;
 use super::super::error::PendingErrorBody;
 use super::super::format::no_store;
 use super::{OAuthError, form_body};
-use crate::exchange::{Ended, Endpoint, RevokeUnavailable};
+use crate::exchange::{Ended, Endpoint, RevokeUnavailable, Unavailable};
 
 /// A parsed revocation request.
 pub struct RevokeForm {
@@ -105,10 +105,15 @@ fn unavailable(failure: &RevokeUnavailable) -> Response {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(failure.retry_after));
+    let error_description = match failure.cause {
+        Unavailable::Api(_) => {
+            "the Kubernetes API could not be reached; nothing was revoked, retry"
+        }
+        Unavailable::Busy => "too many revocations are under way; nothing was revoked, retry",
+    };
     response.extensions_mut().insert(PendingErrorBody {
         error: "temporarily_unavailable",
-        error_description: "the Kubernetes API could not be reached; nothing was revoked, retry"
-            .to_owned(),
+        error_description: error_description.to_owned(),
     });
     response
 }
