@@ -155,14 +155,11 @@ impl KubeMinter {
         binding: &NewBinding,
         deadline: tokio::time::Instant,
     ) -> Result<MintedToken, MintError> {
-        // The expiry asked for: the API server may only shorten it (its maximum expiration);
-        // it extends only pod-bound tokens. So the binding's expiry bucket never ends before
-        // the token does, and a sweep never deletes the binding of a live token.
-        let expires = Timestamp::now()
-            .checked_add(jiff::SignedDuration::from_secs(
-                i64::try_from(request.expiration_secs).unwrap_or(i64::MAX),
-            ))
-            .unwrap_or(Timestamp::MAX);
+        let expires = latest_expiry(
+            Timestamp::now(),
+            request.expiration_secs,
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        );
         let spec = BindingSpec {
             namespace: request.service_account.namespace(),
             service_account: request.service_account.name(),
@@ -320,6 +317,22 @@ impl KubeMinter {
     }
 }
 
+/// The latest a bound token can expire, for its binding's expiry label and annotation: the
+/// TokenRequest is sent (or retried) at the latest at the deadline, `remaining` from `now`,
+/// and the API server counts the token's lifetime from then. It may only shorten the
+/// lifetime asked for (its maximum expiration; it extends only pod-bound tokens). So the
+/// binding's expiry bucket never ends before the token does, and a sweep never deletes the
+/// binding of a live token, however long the create and the TokenRequest took.
+fn latest_expiry(now: Timestamp, expiration_secs: u64, remaining: Duration) -> Timestamp {
+    let lifetime =
+        jiff::SignedDuration::from_secs(i64::try_from(expiration_secs).unwrap_or(i64::MAX))
+            .checked_add(
+                jiff::SignedDuration::try_from(remaining).unwrap_or(jiff::SignedDuration::MAX),
+            )
+            .unwrap_or(jiff::SignedDuration::MAX);
+    now.checked_add(lifetime).unwrap_or(Timestamp::MAX)
+}
+
 impl Minter for KubeMinter {
     fn mint<'a>(
         &'a self,
@@ -426,6 +439,20 @@ fn token_id(token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bindings_expiry_allows_for_the_whole_mint_deadline() {
+        let now: Timestamp = "2026-11-30T10:00:00Z".parse().unwrap();
+        let expires = latest_expiry(now, 600, Duration::from_secs(5));
+        assert_eq!(
+            expires,
+            "2026-11-30T10:10:05Z".parse::<Timestamp>().unwrap()
+        );
+        // A TokenRequest sent (or retried) at the deadline: its token expires no later.
+        let sent_last = now + jiff::SignedDuration::from_secs(5);
+        assert!(sent_last + jiff::SignedDuration::from_secs(600) <= expires);
+        assert_eq!(latest_expiry(now, u64::MAX, Duration::MAX), Timestamp::MAX);
+    }
 
     #[test]
     fn the_plain_text_429_keeps_its_retry_after_header() {

@@ -37,10 +37,13 @@ pub const SUBJECT_LABEL: &str = "tokenvend.io/subject";
 /// binding only through a selector on this label, with the digest of the service account the
 /// TokenReview authenticated: a token can end only a binding of its own service account.
 pub const SERVICE_ACCOUNT_LABEL: &str = "tokenvend.io/service-account";
-/// [`expiry_bucket`] of the minted token's expiry, as decimal Unix seconds.
+/// [`expiry_bucket`] of the latest the minted token can expire, as decimal Unix seconds.
 pub const EXPIRES_LABEL: &str = "tokenvend.io/expires";
 
-/// The exact expiry of the bound token (RFC 3339).
+/// The latest the bound token can expire (RFC 3339): the time of the Secret's create plus
+/// the lifetime asked for plus what was left of the mint deadline (`kubernetes.requestTimeout`,
+/// retries included), since the TokenRequest may be sent that much later and the API server
+/// counts the lifetime from then. The token itself may expire up to that much earlier.
 pub const EXPIRES_AT_ANNOTATION: &str = "tokenvend.io/expires-at";
 /// The caller's `sub` claim, as presented (the label holds only its digest).
 pub const SUBJECT_ANNOTATION: &str = "tokenvend.io/subject";
@@ -114,7 +117,7 @@ pub struct BindingSpec<'a> {
     /// The caller's `iss` and `sub` claims.
     pub iss: &'a str,
     pub sub: &'a str,
-    /// When the bound token expires.
+    /// The latest the bound token can expire (see [`EXPIRES_AT_ANNOTATION`]).
     pub expires: Timestamp,
 }
 
