@@ -704,3 +704,24 @@ async fn revoke_refuses_plain_http_off_loopback_and_a_file_without_a_token() {
         text(&output.stderr)
     );
 }
+
+/// `--revoke "$TOKEN"` (the token itself instead of a file): the error must not echo it.
+#[tokio::test]
+async fn revoke_given_the_token_instead_of_a_file_does_not_print_it() {
+    let dir = TempDir::new("client-revoke-token-as-path");
+    let output = output_of(tokenvend_revoke(
+        "http://127.0.0.1:9",
+        &dir,
+        Path::new(REVOKED_TOKEN),
+    ))
+    .await;
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(!stderr.is_empty());
+    for stream in [&output.stdout, &output.stderr] {
+        let printed = text(stream);
+        for part in REVOKED_TOKEN.split('.') {
+            assert!(!printed.contains(part), "{printed}");
+        }
+    }
+}

@@ -72,15 +72,16 @@ fn read_token(path: &Path) -> anyhow::Result<SecretString> {
     } else {
         std::fs::File::open(path)
             .and_then(|file| file.take(MAX_FILE_BYTES).read_to_string(&mut text))
-            .with_context(|| format!("--revoke {}", path.display()))?;
+            // The argument is never echoed: it may be the token itself, given by mistake.
+            .context(
+                "--revoke: the file cannot be read (give the path of a file that holds the \
+                 token, or - for stdin; not the token itself)",
+            )?;
     }
-    let token = token_in(&text).with_context(|| {
-        format!(
-            "--revoke {}: no token found (expected a token, tokenvend's JSON answer, an \
-             ExecCredential or a kubeconfig with one user token)",
-            path.display()
-        )
-    })?;
+    let token = token_in(&text).context(
+        "--revoke: no token found in the file (expected a token, tokenvend's JSON answer, an \
+         ExecCredential or a kubeconfig with one user token)",
+    )?;
     Ok(SecretString::from(token))
 }
 
