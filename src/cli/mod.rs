@@ -306,7 +306,13 @@ fn print_rbac(args: &RbacArgs) -> anyhow::Result<()> {
         } else {
             format!(
                 "# Revocable grants: create/delete binding Secrets (never read any) in {}, \
-                 review tokens, and an admission policy allowing only binding Secrets.\n",
+                 review tokens, and an admission policy allowing only binding Secrets.\n\
+                 # Apply order matters: the ValidatingAdmissionPolicy and its binding come first, \
+                 because the rules on secrets below are safe only with the policy in force \
+                 (RBAC cannot restrict which Secrets tokenvend creates).\n\
+                 # The policy needs Kubernetes 1.30 or later. On an older cluster `kubectl apply` \
+                 fails on the policy but still applies the rest: do not apply this file there, \
+                 and do not enable revocable grants.\n",
                 revocable.join(", ")
             )
         },

@@ -430,3 +430,38 @@ async fn with_team_files_the_command_says_a_later_revocable_team_policy_needs_ne
     let plain = tokenvend(&["rbac", "--config", "config/github-actions.yaml"], None).await;
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("revocable"));
 }
+
+/// `kubectl apply` of the output on a cluster without the admission policy API would apply
+/// every rule and fail only on the policy: the policy comes first, before any rule on
+/// secrets, and the output says why the order matters.
+#[tokio::test]
+async fn the_admission_policy_is_printed_before_any_rule_on_secrets() {
+    let output = tokenvend(&["rbac", "--config", "config/github-actions.yaml"], None).await;
+    let printed = stdout_of(&output);
+    let documents: Vec<&str> = printed.split("---\n").skip(1).collect();
+    let position = |kind: &str| {
+        documents
+            .iter()
+            .position(|document| document.contains(&format!("kind: {kind}\n")))
+            .unwrap_or_else(|| panic!("no {kind}:\n{printed}"))
+    };
+    let first_secrets_rule = documents
+        .iter()
+        .position(|document| {
+            (document.contains("kind: Role\n") || document.contains("kind: ClusterRole\n"))
+                && document.contains("- secrets\n")
+        })
+        .expect("a rule on secrets");
+    assert!(
+        position("ValidatingAdmissionPolicy") < first_secrets_rule
+            && position("ValidatingAdmissionPolicyBinding") < first_secrets_rule,
+        "{printed}"
+    );
+    let header: String = printed
+        .lines()
+        .take_while(|line| line.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(header.contains("order"), "{header}");
+    assert!(header.contains("1.30"), "{header}");
+}

@@ -107,11 +107,17 @@ pub fn add(
             role_ref: role_ref("ClusterRole", cluster_name),
             subjects: subjects(subject),
         }));
+    // The policy and its binding go first, before any object of the plan: applied in order,
+    // the policy is in force before any rule on secrets exists, and on a cluster without the
+    // policy API the first error is about the policy.
     let (policy, binding) = admission(subject, namespace_clause);
-    plan.objects
-        .push(RbacObject::ValidatingAdmissionPolicy(policy));
-    plan.objects
-        .push(RbacObject::ValidatingAdmissionPolicyBinding(binding));
+    plan.objects.splice(
+        0..0,
+        [
+            RbacObject::ValidatingAdmissionPolicy(policy),
+            RbacObject::ValidatingAdmissionPolicyBinding(binding),
+        ],
+    );
 }
 
 /// `{subject name}-token-bindings`, for the namespaced objects.
@@ -368,14 +374,16 @@ policies:
         assert_eq!(
             kinds,
             [
+                // First: applied in order, the admission policy is in force before any rule
+                // on secrets is.
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
                 "Role",
                 "RoleBinding",
                 "Role",
                 "RoleBinding",
                 "ClusterRole",
                 "ClusterRoleBinding",
-                "ValidatingAdmissionPolicy",
-                "ValidatingAdmissionPolicyBinding"
             ]
         );
     }
@@ -383,7 +391,7 @@ policies:
     #[test]
     fn the_admission_policy_allows_tokenvend_only_data_less_binding_secrets() {
         let (objects, _) = emitted(&CONFIG.replace("REVOCABLE", "false"));
-        let policy = &objects[6];
+        let policy = &objects[0];
         assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
         assert_eq!(
             policy["metadata"]["name"],
@@ -407,7 +415,7 @@ policies:
              : (has(object.type) && object.type == \"tokenvend.io/token-binding\" \
              && !has(object.data) && !has(object.stringData))"
         );
-        let binding = &objects[7];
+        let binding = &objects[1];
         assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
         assert_eq!(
             binding["spec"]["validationActions"],
