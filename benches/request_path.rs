@@ -49,7 +49,11 @@ impl Bindings for NoBindings {
         Box::pin(async { Ok(Review::Unauthenticated) })
     }
 
-    fn delete<'a>(&'a self, _: &'a BoundSecret) -> BoxFuture<'a, Result<Deleted, MintError>> {
+    fn revoke<'a>(
+        &'a self,
+        _: &'a BoundSecret,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Deleted, MintError>> {
         Box::pin(async { Ok(Deleted::AlreadyGone) })
     }
 

@@ -1,5 +1,6 @@
 //! The Kubernetes API calls of revocable tokens: create a binding Secret, delete one with a
-//! uid precondition, delete the expired ones by label selector, and review a presented token.
+//! uid precondition (for revocation: through a selector that also names its service account),
+//! delete the expired ones by label selector, and review a presented token.
 //! Each call runs under a deadline, is counted in `kube_binding_requests_total{call,code}` and
 //! feeds readiness like the TokenRequest does. The names the Secrets carry are in
 //! [`super`].
