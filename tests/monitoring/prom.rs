@@ -274,6 +274,12 @@ pub fn exported_metric_names() -> BTreeSet<String> {
     metrics.config_reload(false);
     metrics.replay_rejected("issuer");
     metrics.rate_limited(RateLimitScope::Identity);
+    // Exported only by a service with `store:`.
+    metrics.enable_store(
+        tokenvend::store::Operation::ALL.map(tokenvend::store::Operation::as_str),
+        tokenvend::store::OpResult::ALL.map(tokenvend::store::OpResult::as_str),
+    );
+    metrics.store_up(true);
     let mut names = BTreeSet::new();
     for line in metrics.render().lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
