@@ -634,3 +634,109 @@ async fn serve_warns_when_replay_protection_runs_without_a_store_in_a_deployment
     let serve = Serve::start(command);
     assert_eq!(serve.logged(warning), 0);
 }
+
+#[test]
+fn dev_with_store_charges_rate_limits_in_redis_and_refuses_a_password_in_the_url() {
+    let redis = RedisServer::start();
+    let mut bash = test_support::sandbox::tool("bash");
+    test_support::sandbox::tool("curl");
+    let dir = TempDir::new("dev-store");
+    let dev = |store: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tokenvend"));
+        command
+            .args([
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--issuer-listen",
+                "127.0.0.1:0",
+                "--apiserver-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--store", store])
+            .env("RUST_LOG", "warn")
+            .env("HOME", dir.home())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let stderr = refused(dev(&format!(
+        "redis://:secret-pw@127.0.0.1:{}",
+        redis.port()
+    )));
+    assert!(
+        stderr.contains("--store: a password in the URL is refused"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret-pw"), "{stderr}");
+
+    let mut child = test_support::sandbox::ChildGuard::spawn(&mut dev(&redis.url()));
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut commands = Vec::new();
+    while commands.len() < 2 {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("dev prints its banner");
+        let line = line.trim();
+        if line.starts_with("ID_TOKEN=") || line.starts_with("curl -s -X POST") {
+            commands.push(line.to_owned());
+        }
+    }
+    let script = format!("set -eu\n{}\n{}\n", commands[0], commands[1]);
+    let output = test_support::sandbox::private_home(&mut bash, &dir.home())
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let exchanged: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!("{}", String::from_utf8_lossy(&output.stdout));
+    });
+    assert_eq!(exchanged["serviceAccount"]["name"], "deployer");
+    assert_eq!(
+        redis.keys("tokenvend:rate:").len(),
+        1,
+        "the identity's bucket"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_mint_releases_the_shared_record_so_the_caller_may_retry_on_another_replica() {
+    let redis = RedisServer::start();
+    let upstreams = Upstreams::start().await;
+    let config = upstreams.config(&store_block(&redis, ""));
+    let (dir_a, dir_b) = (TempDir::new("release-a"), TempDir::new("release-b"));
+    let a = Serve::start(Serve::command(&dir_a, &upstreams, &config));
+    let b = Serve::start(Serve::command(&dir_b, &upstreams, &config));
+    upstreams.apiserver.inject(kube_standin::Fault::Status {
+        code: 500,
+        retry_after: None,
+        times: 1,
+    });
+    let token = upstreams.id_token();
+    assert_eq!(
+        a.status(&token).await,
+        502,
+        "the API server failed the mint"
+    );
+    assert!(redis.keys("tokenvend:replay:").is_empty(), "released");
+    assert_eq!(
+        b.status(&token).await,
+        200,
+        "the retry, on the other replica"
+    );
+    assert_eq!(a.status(&token).await, 401, "and only once");
+}
