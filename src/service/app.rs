@@ -353,6 +353,22 @@ fn kubeconfig_cluster(
     Ok(KubeconfigCluster { server, ca_pem })
 }
 
+/// DER certificates as a PEM bundle.
+fn pem_certificates(certificates: &[Vec<u8>]) -> String {
+    use base64::Engine as _;
+    let mut pem = String::new();
+    for der in certificates {
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -371,20 +387,4 @@ mod tests {
             assert!(!super::looks_like_a_replica(name), "{name}");
         }
     }
-}
-
-/// DER certificates as a PEM bundle.
-fn pem_certificates(certificates: &[Vec<u8>]) -> String {
-    use base64::Engine as _;
-    let mut pem = String::new();
-    for der in certificates {
-        let body = base64::engine::general_purpose::STANDARD.encode(der);
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        for line in body.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-    }
-    pem
 }

@@ -587,7 +587,7 @@ mod tests {
         std::fs::write(&file, "s3cret \n").unwrap();
         let settings = StoreSettings {
             url: "redis://127.0.0.1:6379".into(),
-            password_file: Some(file.clone()),
+            password_file: Some(file),
             ca_file: None,
             timeout: DEFAULT_TIMEOUT,
         };
