@@ -740,3 +740,47 @@ async fn a_failed_mint_releases_the_shared_record_so_the_caller_may_retry_on_ano
     );
     assert_eq!(a.status(&token).await, 401, "and only once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_is_verified_against_ca_file() {
+    let ca = dev_pki::tls::DevCa::generate("tokenvend test store CA").unwrap();
+    let cert = ca.issue_server_cert(&["127.0.0.1"]).unwrap();
+    let redis = RedisServer::start_tls(&cert.cert_pem, &cert.key_pem);
+    let upstreams = Upstreams::start().await;
+    let dir = TempDir::new("store-tls");
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+
+    let trusted = format!(
+        "store:\n  url: {}\n  caFile: {}\n",
+        redis.tls_url(),
+        ca_file.display()
+    );
+    let serve = Serve::start(Serve::command(
+        &dir,
+        &upstreams,
+        &upstreams.config(&trusted),
+    ));
+    let token = upstreams.id_token();
+    assert_eq!(serve.status(&token).await, 200);
+    assert_eq!(serve.status(&token).await, 401);
+    assert_eq!(
+        redis.keys("tokenvend:replay:").len(),
+        1,
+        "recorded over TLS"
+    );
+    drop(serve);
+
+    // Without the CA the certificate is not trusted: the store is down, and fails closed.
+    let untrusted = format!("store:\n  url: {}\n", redis.tls_url());
+    let serve = Serve::start(Serve::command(
+        &dir,
+        &upstreams,
+        &upstreams.config(&untrusted),
+    ));
+    assert_eq!(serve.status(&upstreams.id_token()).await, 503);
+    assert_eq!(
+        sample(&serve.metrics().await, "tokenvend_store_up"),
+        Some(0.0)
+    );
+}

@@ -16,6 +16,8 @@ pub struct RedisServer {
     child: Option<ChildGuard>,
     port: u16,
     password: Option<String>,
+    /// With TLS: the port it serves TLS on (the plain port stays, for the test's commands).
+    tls_port: Option<u16>,
     dir: TempDir,
 }
 
@@ -40,16 +42,40 @@ impl RedisServer {
         Self::start_with(Some(password.to_owned()))
     }
 
+    /// A server that also serves TLS with this certificate and key (PEM) on a port of its own
+    /// ([`RedisServer::tls_url`]); clients are not asked for certificates.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        let dir = TempDir::new("redis");
+        std::fs::write(dir.join("tls.crt"), cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), key_pem).unwrap();
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            password: None,
+            tls_port: Some(free_port()),
+            dir,
+        };
+        server.restart();
+        server
+    }
+
     fn start_with(password: Option<String>) -> Self {
         let port = free_port();
         let mut server = Self {
             child: None,
             port,
             password,
+            tls_port: None,
             dir: TempDir::new("redis"),
         };
         server.restart();
         server
+    }
+
+    /// `rediss://127.0.0.1:PORT` of a server started with [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with TLS");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     /// `redis://127.0.0.1:PORT` (no password: tokenvend refuses one in the URL).
@@ -92,6 +118,15 @@ impl RedisServer {
             .stderr(Stdio::null());
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
+        }
+        if let Some(tls_port) = self.tls_port {
+            command
+                .args(["--tls-port", &tls_port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("tls.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("tls.key"))
+                .args(["--tls-auth-clients", "no"]);
         }
         self.child = Some(ChildGuard::spawn(&mut command));
         let deadline = Instant::now() + Duration::from_secs(20);
