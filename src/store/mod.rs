@@ -51,7 +51,7 @@ if state[1] and state[2] then
   local elapsed = math.max(0, now - tonumber(state[2])) / 1000
   tokens = math.min(burst, tonumber(state[1]) + elapsed * rate)
 end
-local ttl = math.ceil(burst / rate * 1000) + 1000
+local ttl = math.min(math.ceil(burst / rate * 1000) + 1000, 1000000000000)
 local admitted = tokens >= 1
 if admitted then
   tokens = tokens - 1
