@@ -51,7 +51,7 @@ pub struct IssuerSettings {
     pub max_token_lifetime: Duration,
     /// Every policy on this issuer must pin one of these claims.
     pub require_claims: Vec<String>,
-    /// Each `(iss, jti)` may be exchanged once (per replica).
+    /// Each `(iss, jti)` may be exchanged once (per replica, or across replicas with `store:`).
     pub replay_protection: bool,
     /// The least time between two key fetches triggered by unknown `kid`s.
     pub key_refresh_cooldown: Duration,
