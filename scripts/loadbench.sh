@@ -22,8 +22,9 @@
 # with a TokenRequest behind it. tokenvend's own work is what it costs beyond the latter.
 #
 # Knobs (environment): CONNECTIONS (32), DURATION (15), TOKENS (2000), REPLAY_DURATION (5) and
-# REPLAY_TOKENS (6000 per set: more than a replay phase can exchange), PIN (1: the stand-in and
-# redis-server on CPU 1, tokenvend and wrk on CPU 0, as if they ran on separate machines; 0: no pinning),
+# REPLAY_TOKENS (6000 per set: more than a replay phase can exchange), PIN (1: the stand-in on
+# CPU 1, tokenvend, wrk and redis-server on CPU 0, as if the API server ran on a machine of its
+# own: it is what saturates; 0: no pinning),
 # RESULTS (file for the summary; default: the run directory), TOKENVEND_BIN (another tokenvend
 # binary to measure, e.g. an older build, instead of this tree's release build).
 set -euo pipefail
@@ -183,7 +184,8 @@ burst_fetches=$(( $(metric 'tokenvend_jwks_fetches_total') - fetches_before ))
 
 echo "== replay protection: in-process store, then redis-server; ${REPLAY_DURATION}s per phase" >&2
 REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"${on_standin[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+# On tokenvend's CPU: the stand-in's CPU is the one that saturates (as the API server would).
+"${on_service[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$run" >"$run/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -220,7 +222,7 @@ replay_memory=$(redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:
 per_issuance() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.0f", n ? t * 1e6 / hz / n : 0 }'; }
 {
     echo "tokenvend load run, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average before: $loadavg"
-    echo "pinning: $([[ ${#on_service[@]} -gt 0 ]] && echo 'stand-in on CPU 1; tokenvend and wrk on CPU 0' || echo none)"
+    echo "pinning: $([[ ${#on_service[@]} -gt 0 ]] && echo 'stand-in on CPU 1; tokenvend, wrk (and redis-server) on CPU 0' || echo none)"
     echo "concurrency: $CONNECTIONS connections, ${DURATION}s per phase, $TOKENS distinct RS256 ID tokens cycled (replay protection off)"
     echo
     printf '%-36s %12s %12s\n' "" "direct" "tokenvend"
