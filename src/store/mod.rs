@@ -434,6 +434,12 @@ impl Store {
                 self.mark(true, None);
                 Ok(value)
             }
+            // The connection's own response timeout (the same length) may fire first.
+            Ok(Err(error)) if error.is_timeout() => {
+                self.record(operation, OpResult::Timeout, started);
+                self.mark(false, Some("no answer within store.timeout"));
+                Err(StoreUnavailable)
+            }
             Ok(Err(error)) => {
                 self.record(operation, OpResult::Error, started);
                 self.mark(false, Some(&describe(&error)));
