@@ -106,9 +106,16 @@ fn config_text(issuer: &LocalIssuer, plain: &LocalIssuer, store: &str) -> String
         .replace("{plain}", plain.url())
 }
 
-/// The `store:` block for `redis`, with `extra` lines.
+/// The `store:` block for `redis`, with `extra` lines. Unless they set one, the timeout is
+/// generous: on a busy test machine a loopback answer may take longer than the default 250 ms,
+/// and only the tests about a slow or dead store want to see that.
 fn store_block(redis: &RedisServer, extra: &str) -> String {
-    format!("store:\n  url: {}\n{extra}", redis.url())
+    let timeout = if extra.contains("timeout:") {
+        ""
+    } else {
+        "  timeout: 5s\n"
+    };
+    format!("store:\n  url: {}\n{extra}{timeout}", redis.url())
 }
 
 /// A running `tokenvend serve`, killed when dropped.
@@ -756,7 +763,7 @@ async fn rediss_with_a_private_ca_is_verified_against_ca_file() {
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();
 
     let trusted = format!(
-        "store:\n  url: {}\n  caFile: {}\n",
+        "store:\n  url: {}\n  caFile: {}\n  timeout: 5s\n",
         redis.tls_url(),
         ca_file.display()
     );
