@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Renders every kustomization under deploy/ (the base and each overlay) with kubectl's
-# built-in kustomize and validates every object offline against the Kubernetes schemas.
+# Renders every kustomization under deploy/ (the base and each overlay; components are
+# rendered through the overlays that use them: example has servicemonitor and monitoring,
+# example-store adds store) with kubectl's built-in kustomize and validates every object offline against the Kubernetes schemas.
 # Usage: check-deploy.sh TOOLS_DIR
 set -euo pipefail
 TOOLS=$1

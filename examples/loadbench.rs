@@ -88,6 +88,11 @@ enum Command {
         /// Tokens signed by a key the issuer does not publish, all with the same `kid`.
         #[arg(long, default_value_t = 1000)]
         unknown_kid_tokens: usize,
+        /// For the replay-protection phases: two more sets of this many distinct ID tokens
+        /// (each exchanged once: a set must outnumber the requests of a phase), and
+        /// config-replay.yaml, the config with `replayProtection: true`.
+        #[arg(long, default_value_t = 0)]
+        replay_tokens: usize,
         /// Stop by itself after this long, whatever happens.
         #[arg(long, default_value_t = 900)]
         max_seconds: u64,
@@ -113,8 +118,9 @@ async fn main() -> anyhow::Result<()> {
             dir,
             tokens,
             unknown_kid_tokens,
+            replay_tokens,
             max_seconds,
-        } => env(&dir, tokens, unknown_kid_tokens, max_seconds).await,
+        } => env(&dir, tokens, unknown_kid_tokens, replay_tokens, max_seconds).await,
         Command::Burst { url, tokens } => burst(&url, &tokens).await,
         Command::Floor {
             dir,
@@ -124,7 +130,13 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn env(dir: &Path, tokens: usize, unknown: usize, max_seconds: u64) -> anyhow::Result<()> {
+async fn env(
+    dir: &Path,
+    tokens: usize,
+    unknown: usize,
+    replay_tokens: usize,
+    max_seconds: u64,
+) -> anyhow::Result<()> {
     serving::crypto::install_providers()?;
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
     let issuer = LocalIssuer::start(loopback).await?;
@@ -148,6 +160,18 @@ async fn env(dir: &Path, tokens: usize, unknown: usize, max_seconds: u64) -> any
         stranger.sign(Some("JWT"), &claims)
     })?;
     write("unknown-kid-tokens.txt", &unknown_kid)?;
+    if replay_tokens > 0 {
+        write(
+            "config-replay.yaml",
+            &config_text.replace("replayProtection: false", "replayProtection: true"),
+        )?;
+        for set in ["replay-tokens-saturation.txt", "replay-tokens-half.txt"] {
+            write(
+                set,
+                &mint_lines(replay_tokens, |c| issuer.mint(Algorithm::RS256, c))?,
+            )?;
+        }
+    }
     write("token-request.json", &token_request_body()?)?;
     write(
         "env.sh",

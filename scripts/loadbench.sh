@@ -11,15 +11,20 @@
 #      the minting floor;
 #   2. paced at half of the direct saturation rate, same connections: both paths and both floors;
 #   3. 500 connections against tokenvend (peak RSS);
-#   4. 1,000 concurrent requests whose tokens carry one unknown `kid` (JWKS fetches).
+#   4. 1,000 concurrent requests whose tokens carry one unknown `kid` (JWKS fetches);
+#   5. replay protection on: tokenvend with its in-process store, then with a local
+#      redis-server (`store:`), each its own process, at CONNECTIONS connections, saturating
+#      then paced at the half rate above (every token exchanged once: distinct sets).
 # tokenvend's CPU time comes from /proc/PID/stat (utime + stime) around each measured window.
 # The floors (`loadbench floor`: tokenvend's server loop and a bare axum route answering with
 # a fixed body, or minting through tokenvend's own kube minter) run on tokenvend's CPU and are
 # measured the same way: what it costs this machine to serve a request at all, and to serve one
 # with a TokenRequest behind it. tokenvend's own work is what it costs beyond the latter.
 #
-# Knobs (environment): CONNECTIONS (32), DURATION (15), TOKENS (2000), PIN (1: the stand-in on
-# CPU 1, tokenvend and wrk on CPU 0, as if they ran on separate machines; 0: no pinning),
+# Knobs (environment): CONNECTIONS (32), DURATION (15), TOKENS (2000), REPLAY_DURATION (5) and
+# REPLAY_TOKENS (6000 per set: more than a replay phase can exchange), PIN (1: the stand-in on
+# CPU 1, tokenvend, wrk and redis-server on CPU 0, as if the API server ran on a machine of its
+# own: it is what saturates; 0: no pinning),
 # RESULTS (file for the summary; default: the run directory), TOKENVEND_BIN (another tokenvend
 # binary to measure, e.g. an older build, instead of this tree's release build).
 set -euo pipefail
@@ -31,8 +36,11 @@ TOKENS=${TOKENS:-2000}
 PIN=${PIN:-1}
 WIDE_CONNECTIONS=500
 BURST=1000
+REPLAY_DURATION=${REPLAY_DURATION:-5}
+REPLAY_TOKENS=${REPLAY_TOKENS:-6000}
 
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "redis-server not found (.ci/ensure-redis)" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 echo "== build (release)" >&2
@@ -58,7 +66,8 @@ trap cleanup EXIT
 
 echo "== issuer and API stand-in (pre-minting $TOKENS ID tokens)" >&2
 "${on_standin[@]}" "$target/examples/loadbench" env "$run" --tokens "$TOKENS" \
-    --unknown-kid-tokens "$BURST" --max-seconds 900 2>"$run/standin.log" &
+    --unknown-kid-tokens "$BURST" --replay-tokens "$REPLAY_TOKENS" --max-seconds 900 \
+    2>"$run/standin.log" &
 pids+=($!)
 for _ in $(seq 600); do [[ -e $run/ready ]] && break; sleep 0.1; done
 [[ -e $run/ready ]] || { echo "the stand-in did not start; see $run/standin.log" >&2; exit 1; }
@@ -173,10 +182,47 @@ fetches_before=$(metric 'tokenvend_jwks_fetches_total')
 burst_statuses=$("${on_service[@]}" "$target/examples/loadbench" burst "$TOKENVEND_URL" "$run/unknown-kid-tokens.txt")
 burst_fetches=$(( $(metric 'tokenvend_jwks_fetches_total') - fetches_before ))
 
+echo "== replay protection: in-process store, then redis-server; ${REPLAY_DURATION}s per phase" >&2
+REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# On tokenvend's CPU: the stand-in's CPU is the one that saturates (as the API server would).
+"${on_service[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$run" >"$run/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+awk -v url="redis://127.0.0.1:$REDIS_PORT/0" \
+    '/^issuers:/ { print "store:\n  url: " url } { print }' "$run/config-replay.yaml" \
+    >"$run/config-replay-store.yaml"
+# replay_phase NAME CONFIG: its own tokenvend on CONFIG, warmed up with the shared token set,
+# then saturation and the paced half rate, each on a token set of its own.
+replay_phase() {
+    local name=$1 config=$2
+    KUBECONFIG=$run/kubeconfig "${on_service[@]}" "${TOKENVEND_BIN:-$target/tokenvend}" serve \
+        --config "$config" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+        --max-connections-per-peer 0 --log-format json >/dev/null 2>"$run/$name.log" &
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 300); do grep -q '"tokenvend serving"' "$run/$name.log" 2>/dev/null && break; sleep 0.1; done
+    local public
+    public=$(grep -o '"public":"[^"]*"' "$run/$name.log" | head -1 | cut -d'"' -f4)
+    [[ -n $public ]] || { echo "tokenvend ($name) did not start; see $run/$name.log" >&2; exit 1; }
+    wrk_run "${name}_warm" "http://$public/v1/token" "$CONNECTIONS" 2 "${service[@]}"
+    measured "${name}_sat" "http://$public/v1/token" "$pid" "$REPLAY_DURATION" \
+        TOKENS="$run/replay-tokens-saturation.txt" BODY_FILE= BEARER=
+    measured "${name}_half" "http://$public/v1/token" "$pid" "$REPLAY_DURATION" \
+        TOKENS="$run/replay-tokens-half.txt" BODY_FILE= BEARER= DELAY_MS="$delay_ms"
+    eval "${name}_store_ops=$(curl -sf "http://$(grep -o '"admin":"[^"]*"' "$run/$name.log" | head -1 | cut -d'"' -f4)/metrics" \
+        | awk 'index($0, "tokenvend_store_operations_total{") == 1 && /result="ok"/ {s += $NF} END {print s + 0}')"
+    kill "$pid"
+}
+replay_phase replay_local "$run/config-replay.yaml"
+replay_phase replay_redis "$run/config-replay-store.yaml"
+replay_records=$(redis-cli -p "$REDIS_PORT" dbsize)
+replay_memory=$(redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')
+
 per_issuance() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.0f", n ? t * 1e6 / hz / n : 0 }'; }
 {
     echo "tokenvend load run, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average before: $loadavg"
-    echo "pinning: $([[ ${#on_service[@]} -gt 0 ]] && echo 'stand-in on CPU 1; tokenvend and wrk on CPU 0' || echo none)"
+    echo "pinning: $([[ ${#on_service[@]} -gt 0 ]] && echo 'stand-in on CPU 1; tokenvend, wrk (and redis-server) on CPU 0' || echo none)"
     echo "concurrency: $CONNECTIONS connections, ${DURATION}s per phase, $TOKENS distinct RS256 ID tokens cycled (replay protection off)"
     echo
     printf '%-36s %12s %12s\n' "" "direct" "tokenvend"
@@ -196,10 +242,24 @@ per_issuance() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.0f"
     echo "  with a fixed answer:             $(per_issuance "$half_floor_ticks" "$half_floor_requests") µs at half rate ($half_floor_rps/s)"
     echo "tokenvend RSS: $(( rss_before_kb / 1024 )) MiB before, peak (VmHWM) $(( hwm_kb / 1024 )) MiB after $WIDE_CONNECTIONS connections ($wide_service_rps/s, p99 $wide_service_p99_ms ms, $wide_service_failed failed)"
     echo "$BURST concurrent requests, one unknown kid: $burst_statuses; JWKS fetches: $burst_fetches"
+    echo
+    echo "replay protection on, $CONNECTIONS connections, ${REPLAY_DURATION}s per phase:"
+    printf '%-36s %12s %12s\n' "" "in-process" "redis"
+    printf '%-36s %12s %12s\n' "saturation: issuances/s" "$replay_local_sat_rps" "$replay_redis_sat_rps"
+    printf '%-36s %12s %12s\n' "saturation: p50 / p99 ms" "$replay_local_sat_p50_ms / $replay_local_sat_p99_ms" "$replay_redis_sat_p50_ms / $replay_redis_sat_p99_ms"
+    printf '%-36s %12s %12s\n' "half rate: issuances/s" "$replay_local_half_rps" "$replay_redis_half_rps"
+    printf '%-36s %12s %12s\n' "half rate: p50 / p99 ms" "$replay_local_half_p50_ms / $replay_local_half_p99_ms" "$replay_redis_half_p50_ms / $replay_redis_half_p99_ms"
+    printf '%-36s %12s %12s\n' "failed requests" "$(( replay_local_sat_failed + replay_local_half_failed ))" "$(( replay_redis_sat_failed + replay_redis_half_failed ))"
+    awk -v a="$replay_redis_sat_rps" -v b="$replay_local_sat_rps" 'BEGIN { printf "throughput ratio (redis / in-process, saturation): %.1f%%\n", 100 * a / b }'
+    awk -v a="$replay_redis_half_p50_ms" -v b="$replay_local_half_p50_ms" -v c="$replay_redis_sat_p50_ms" -v d="$replay_local_sat_p50_ms" \
+        'BEGIN { printf "p50 added by redis: %.2f ms at half rate, %.2f ms at saturation\n", a - b, c - d }'
+    echo "tokenvend CPU per issuance: $(per_issuance "$replay_local_sat_ticks" "$replay_local_sat_requests") µs in-process, $(per_issuance "$replay_redis_sat_ticks" "$replay_redis_sat_requests") µs with redis (saturation)"
+    echo "redis: $replay_redis_store_ops store operations answered; $replay_records keys, used_memory $replay_memory bytes after the run"
 } | tee "$RESULTS"
 echo "(run directory: $run)" >&2
 failed=$(( sat_direct_failed + half_direct_failed + sat_service_failed + half_service_failed + wide_service_failed
-    + sat_floor_mint_failed + half_floor_mint_failed + half_floor_failed ))
+    + sat_floor_mint_failed + half_floor_mint_failed + half_floor_failed
+    + replay_local_sat_failed + replay_local_half_failed + replay_redis_sat_failed + replay_redis_half_failed ))
 if (( failed > 0 )); then
     echo "loadbench: $failed requests failed; the figures above do not measure issuance (see $run)" >&2
     exit 1

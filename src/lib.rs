@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod oidc;
 pub mod policy;
 pub mod service;
+pub mod store;
 pub mod telemetry;

@@ -67,6 +67,10 @@ impl RevokedVia {
         }
     }
 }
+/// Store round trips: a tenth of a millisecond on loopback up to the longest sensible timeout.
+const STORE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 /// The `result` values of `jwks_fetches_total` and `config_reloads_total`.
 const RESULTS: [&str; 2] = ["success", "error"];
@@ -92,6 +96,9 @@ pub struct Metrics {
     revocations: IntCounterVec,
     kube_binding_requests: IntCounterVec,
     kube_binding_duration: Histogram,
+    store_operations: IntCounterVec,
+    store_duration: HistogramVec,
+    store_up: prometheus::IntGauge,
 }
 
 /// Which limit refused a request: the `scope` label of `rate_limited_total`.
@@ -221,6 +228,25 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )
             .expect("valid histogram"),
+            store_operations: counter(
+                "store_operations_total",
+                "Shared store operations by operation and result (ok, error, timeout, skipped while the store is down).",
+                &["operation", "result"],
+            ),
+            store_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "store_operation_duration_seconds",
+                    "Shared store operation latency (operations sent), by operation.",
+                )
+                .buckets(STORE_BUCKETS.to_vec()),
+                &["operation"],
+            )
+            .expect("valid histogram"),
+            store_up: prometheus::IntGauge::new(
+                "store_up",
+                "1 while the shared store answers in time, 0 while it is down (only with a store).",
+            )
+            .expect("valid gauge"),
             registry,
         };
         metrics.register_all();
@@ -400,6 +426,47 @@ impl Metrics {
 
     pub fn rate_limited(&self, scope: RateLimitScope) {
         self.rate_limited.with_label_values(&[scope.as_str()]).inc();
+    }
+
+    /// Registers the shared store's metrics (only a service with `store:` exports them), every
+    /// `(operation, result)` pair at 0.
+    pub fn enable_store<const O: usize, const R: usize>(
+        &self,
+        operations: [&str; O],
+        results: [&str; R],
+    ) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 3] = [
+            Box::new(self.store_operations.clone()),
+            Box::new(self.store_duration.clone()),
+            Box::new(self.store_up.clone()),
+        ];
+        for collector in collectors {
+            // A second store in one process (tests) shares the series.
+            let _ = self.registry.register(collector);
+        }
+        for operation in operations {
+            for result in results {
+                self.store_operations
+                    .with_label_values(&[operation, result]);
+            }
+            self.store_duration.with_label_values(&[operation]);
+        }
+    }
+
+    /// One store operation; `seconds` for the ones sent (not those skipped while down).
+    pub fn store_operation(&self, operation: &str, result: &str, seconds: Option<f64>) {
+        self.store_operations
+            .with_label_values(&[operation, result])
+            .inc();
+        if let Some(seconds) = seconds {
+            self.store_duration
+                .with_label_values(&[operation])
+                .observe(seconds);
+        }
+    }
+
+    pub fn store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
     }
 
     pub fn jwks_fetch_failed(&self, issuer: &str) {

@@ -143,6 +143,9 @@ impl ServeArgs {
                 .namespace
                 .clone()
                 .or_else(crate::k8s::in_cluster_namespace),
+            pod_name: ["POD_NAME", "HOSTNAME"]
+                .into_iter()
+                .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty())),
             ..ServeOptions::default()
         }
     }

@@ -2,6 +2,7 @@
 //! types. After [`Config::load`] succeeds, an invalid setting cannot be represented.
 
 mod issuer;
+mod store;
 mod teams;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::policy::{
     Ceiling, CheckReport, DEFAULT_PROTECTED_NAMESPACES, InvalidKey, IssuerRules, PolicySet,
     RawPolicy, RawTest, is_dns1123_label, is_team_name, run_tests,
 };
+use crate::store::StoreSettings;
 
 /// The deadline for one TokenRequest when the file sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +31,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 struct RawConfig {
     #[serde(default)]
     kubernetes: RawKubernetes,
+    /// Where replay records and rate limits are shared; absent: in this process only.
+    store: Option<store::RawStore>,
     issuers: Vec<RawIssuer>,
     policies: Vec<RawPolicy>,
     /// Policy test cases, run by `tokenvend check` (ignored by `serve`).
@@ -67,6 +71,9 @@ pub struct KubernetesSettings {
 pub struct Config {
     pub source: PathBuf,
     pub kubernetes: KubernetesSettings,
+    /// The shared store; `None`: replay records and rate limits live in this process only.
+    /// Read when the service starts (a reload does not change it).
+    pub store: Option<StoreSettings>,
     pub issuers: Vec<IssuerSettings>,
     /// The main file's policies, then those of every team file in force (team by team, file
     /// by file), under one claim index.
@@ -195,9 +202,15 @@ impl Config {
         let load = teams::load(&teams, &rules, &protected, taken, sources);
         policies.extend(load.policies);
         let kubernetes = raw.kubernetes.compile().map_err(invalid)?;
+        let store = raw
+            .store
+            .map(store::RawStore::compile)
+            .transpose()
+            .map_err(invalid)?;
         Ok(Self {
             source: source.to_owned(),
             kubernetes,
+            store,
             issuers,
             policies,
             tests: raw.tests,

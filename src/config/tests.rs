@@ -406,3 +406,46 @@ fn a_revocable_team_policy_is_labelled_team_dot_name() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_store_block_is_optional_and_validated_without_a_connection() {
+    assert_eq!(parse(VALID).unwrap().store, None);
+    let with = |block: &str| VALID.replace("issuers:\n", &format!("store:\n{block}issuers:\n"));
+    let store = parse(&with(
+        "  url: rediss://tokenvend-store:6380/0\n  passwordFile: /etc/tokenvend/store/password\n  caFile: /etc/ca.crt\n  timeout: 100ms\n",
+    ))
+    .unwrap()
+    .store
+    .unwrap();
+    assert_eq!(store.url, "rediss://tokenvend-store:6380/0");
+    assert_eq!(store.timeout, std::time::Duration::from_millis(100));
+    assert_eq!(
+        parse(&with("  url: redis://127.0.0.1:1\n"))
+            .unwrap()
+            .store
+            .unwrap()
+            .timeout,
+        crate::store::DEFAULT_TIMEOUT,
+        "the default timeout"
+    );
+    for (block, key) in [
+        ("  url: http://store:6379\n", "store.url: scheme"),
+        (
+            "  url: redis://:hunter2@store:6379\n",
+            "store.url: a password in the URL is refused",
+        ),
+        (
+            "  url: redis://store:6379\n  caFile: /ca.crt\n",
+            "store.caFile",
+        ),
+        (
+            "  url: redis://store:6379\n  timeout: 1h\n",
+            "store.timeout",
+        ),
+        ("  url: redis://store:6379\n  pasword: x\n", "pasword"),
+    ] {
+        let message = error_of(&with(block));
+        assert!(message.contains(key), "{block}: {message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+}

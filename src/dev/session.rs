@@ -46,6 +46,11 @@ pub struct DevArgs {
     /// With --config: how often the file is checked for changes (it is also reloaded on SIGHUP).
     #[arg(long, default_value = "2s")]
     config_poll_interval: crate::config::ConfigDuration,
+    /// Share replay records and rate limits through this Redis (redis:// or rediss://, no
+    /// password in it: TOKENVEND_STORE_PASSWORD), as `store.url` does; overrides the config's
+    /// `store:`. Default: in this process only.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// Application log format.
     #[arg(long, value_enum, default_value = "pretty")]
     log_format: LogFormat,
@@ -69,7 +74,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let issuer = LocalIssuer::start(args.issuer_listen)
         .await
         .context("starting the local issuer")?;
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         // The embedded config names the default issuer address; follow --issuer-listen.
         None => Config::parse(
@@ -82,6 +87,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "the config has no issuer with url {}; dev's local issuer listens there",
         issuer.url()
     );
+    if let Some(url) = &args.store {
+        crate::store::check_url(url).map_err(|message| anyhow::anyhow!("--store: {message}"))?;
+        config.store = Some(crate::store::StoreSettings {
+            url: url.clone(),
+            password_file: None,
+            ca_file: None,
+            timeout: crate::store::DEFAULT_TIMEOUT,
+        });
+    }
     let user_token = uuid::Uuid::new_v4().simple().to_string();
     let apiserver = ApiServer::start(
         args.apiserver_listen,

@@ -6,6 +6,10 @@
 //! anyone could be charged for, and is cheap to refuse; the in-flight cap covers such garbage.
 //! A request takes its in-flight slot only once its body has arrived, within a deadline: a
 //! client that stalls mid-body holds a connection for that long, never a slot.
+//!
+//! With a shared store (`store:`) every replica charges the same bucket: one server-side script
+//! per request runs the same token bucket there (see [`crate::store`]). While the store is
+//! down or slow the in-process buckets answer instead, so the limit still holds per replica.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -13,6 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::store::Store;
 
 /// Identities tracked at once. Each entry is a few dozen bytes (the key is a hash), so the map
 /// stays small even when it is full.
@@ -54,6 +60,8 @@ impl Default for LimitSettings {
 /// The limits in force, shared by all requests.
 pub struct Limits {
     identities: Option<IdentityLimiter>,
+    /// Where the buckets are shared between replicas, if anywhere.
+    store: Option<Arc<Store>>,
     in_flight: Option<Arc<Semaphore>>,
     request_body_timeout: Duration,
 }
@@ -73,10 +81,24 @@ impl Limits {
                     MAX_IDENTITIES,
                 )
             }),
+            store: None,
             in_flight: (settings.max_in_flight > 0)
                 .then(|| Arc::new(Semaphore::new(settings.max_in_flight))),
             request_body_timeout: settings.request_body_timeout,
         }
+    }
+
+    /// Charges identities in the shared store (falling back to the in-process buckets while
+    /// it is unavailable).
+    #[must_use]
+    pub fn with_store(mut self, store: Option<Arc<Store>>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The shared store, if any (readiness reports it).
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
     }
 
     /// How long a request body may take to arrive after the request head.
@@ -88,11 +110,26 @@ impl Limits {
     ///
     /// # Errors
     /// The identity's budget is spent; the value says when one request is available again.
-    pub fn admit_identity(&self, issuer: &str, subject: &str) -> Result<(), RetryAfter> {
-        match &self.identities {
-            Some(limiter) => limiter.admit(issuer, subject, Instant::now()),
-            None => Ok(()),
+    pub async fn admit_identity(&self, issuer: &str, subject: &str) -> Result<(), RetryAfter> {
+        let Some(limiter) = &self.identities else {
+            return Ok(());
+        };
+        if let Some(store) = &self.store {
+            let identity = crate::store::digest(issuer, subject);
+            // The bucket size as the in-process limiter has it (at least 1, a whole number).
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "burst is a u32 stored as f64"
+            )]
+            let burst = limiter.burst as u32;
+            match store.rate_admit(&identity, limiter.rate, burst).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(seconds)) => return Err(RetryAfter(seconds)),
+                Err(_) => {} // the store is unavailable: this replica's own buckets answer
+            }
         }
+        limiter.admit(issuer, subject, Instant::now())
     }
 
     /// A slot for one request in flight, released when the returned guard drops; `None` when
@@ -287,8 +324,8 @@ mod tests {
         assert!(limits.enter().is_some());
     }
 
-    #[test]
-    fn zero_switches_a_limit_off() {
+    #[tokio::test]
+    async fn zero_switches_a_limit_off() {
         let limits = Limits::new(LimitSettings {
             per_identity_rate: 0.0,
             per_identity_burst: 1,
@@ -297,7 +334,7 @@ mod tests {
         });
         let held: Vec<_> = (0..1000).map(|_| limits.enter().unwrap()).collect();
         for _ in 0..1000 {
-            assert_eq!(limits.admit_identity("i", "s"), Ok(()));
+            assert_eq!(limits.admit_identity("i", "s").await, Ok(()));
         }
         drop(held);
     }

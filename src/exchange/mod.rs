@@ -138,7 +138,7 @@ impl Exchange {
         let Decision { identity, grant } = self.decide(credential, request).await?;
         // Reserved only now that a policy grants the token, and charged to that policy's share:
         // one policy's traffic cannot fill the record for the others.
-        let reservation = match identity.reserve(&grant.policy, unix_now()) {
+        let reservation = match identity.reserve(&grant.policy, unix_now()).await {
             Ok(reservation) => reservation,
             Err(error) => {
                 if error == VerifyError::Replayed {
@@ -165,6 +165,10 @@ impl Exchange {
         let minted = match self.minter.mint(&mint).await {
             Ok(minted) => minted,
             Err(error) => {
+                // Released before the caller hears of it, so that a retry is not a replay.
+                if let Some(reservation) = reservation {
+                    reservation.release().await;
+                }
                 return Err(ExchangeError::Mint {
                     identity: Box::new(identity),
                     grant: Box::new(grant),
@@ -200,6 +204,7 @@ impl Exchange {
         if let Err(RetryAfter(seconds)) = self
             .limits
             .admit_identity(&identity.issuer, &identity.registered.sub)
+            .await
         {
             self.metrics.rate_limited(RateLimitScope::Identity);
             return Err(ExchangeError::RateLimited {

@@ -1,5 +1,6 @@
 //! Health endpoints: `/healthz` (the process is alive), `/readyz` (it can serve: config loaded,
-//! issuer keys usable, Kubernetes API answering, not shutting down) and the OpenAPI document.
+//! issuer keys usable, Kubernetes API answering, not shutting down; the shared store is
+//! listed but not required) and the OpenAPI document.
 
 use axum::Json;
 use axum::extract::State;
@@ -53,13 +54,25 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         ok: kube.is_ok(),
         reason: kube.err().map(str::to_owned),
     });
+    // Listed, but not required: every replica shares the store, so an outage would take them
+    // all out of service, stopping the issuers without replay protection that still work.
+    let store_up = app.exchange.limits().store().map(|store| store.is_up());
+    if let Some(up) = store_up {
+        checks.push(Check {
+            name: "store".into(),
+            ok: up,
+            reason: (!up).then(|| {
+                "shared store unreachable: replay-protected issuers answer 503, rate limits are per replica (does not make the replica unready)".to_owned()
+            }),
+        });
+    }
     let shutting_down = app.is_shutting_down();
     checks.push(Check {
         name: "shutdown".into(),
         ok: !shutting_down,
         reason: shutting_down.then(|| "shutting down".to_owned()),
     });
-    let ready = checks.iter().all(|check| check.ok);
+    let ready = checks.iter().all(|check| check.ok || check.name == "store");
     let status = if ready {
         StatusCode::OK
     } else {

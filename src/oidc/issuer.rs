@@ -13,6 +13,7 @@ use super::replay::{ReplayCache, ReplayTicket};
 use super::token::UnverifiedToken;
 use super::{IssuerSettings, VerifiedToken, VerifyError};
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`. Small and explicit: the library default (60 s)
 /// would keep an expired token usable for a minute.
@@ -33,6 +34,8 @@ pub struct Issuer {
     /// The tokens exchanged from this issuer's URL; consulted with `replayProtection` only,
     /// but kept either way so that switching it off and on again forgets nothing.
     replays: Arc<ReplayCache>,
+    /// With `store:`, where the records of a replay-protected issuer are kept instead.
+    store: Option<Arc<Store>>,
     metrics: Arc<Metrics>,
 }
 
@@ -42,6 +45,7 @@ impl Issuer {
         settings: IssuerSettings,
         keys: KeyCache,
         replays: Arc<ReplayCache>,
+        store: Option<Arc<Store>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let validations = settings
@@ -54,6 +58,7 @@ impl Issuer {
             validations,
             keys,
             replays,
+            store,
             metrics,
         }
     }
@@ -100,7 +105,7 @@ impl Issuer {
         self.check_times(&registered, now)?;
         self.check_audiences(&claims)?;
         reject_control_characters(&claims).map_err(VerifyError::InvalidClaims)?;
-        let replay = self.check_replay(&registered, now)?;
+        let replay = self.check_replay(&registered, now).await?;
         Ok(VerifiedToken {
             issuer: self.settings.name.clone(),
             registered,
@@ -136,7 +141,7 @@ impl Issuer {
     /// With replay protection: refuses a token already exchanged, and returns what reserves it
     /// once a policy grants it (the reservation is charged to that policy's share). The
     /// record is kept until the token can no longer be accepted.
-    fn check_replay(
+    async fn check_replay(
         &self,
         claims: &RegisteredClaims,
         now: u64,
@@ -147,12 +152,20 @@ impl Issuer {
         let Some(jti) = &claims.jti else {
             return Err(VerifyError::InvalidClaims(ClaimError::Invalid("jti")));
         };
-        if self.replays.is_recorded(&claims.iss, jti, now) {
+        let recorded = match &self.store {
+            Some(store) => store
+                .replay_recorded(&crate::store::digest(&claims.iss, jti))
+                .await
+                .map_err(|_| VerifyError::StoreUnavailable)?,
+            None => self.replays.is_recorded(&claims.iss, jti, now),
+        };
+        if recorded {
             self.metrics.replay_rejected(&self.settings.name);
             return Err(VerifyError::Replayed);
         }
         Ok(Some(ReplayTicket {
             cache: Arc::clone(&self.replays),
+            store: self.store.clone(),
             iss: claims.iss.clone(),
             jti: jti.clone(),
             forget_at: last_accepted_second(claims.exp) + 1,
@@ -292,6 +305,7 @@ mod tests {
         let first = verifier.verify(&raw, exp - 300).await.unwrap();
         first
             .reserve("deploy", exp - 300)
+            .await
             .unwrap()
             .unwrap()
             .commit();

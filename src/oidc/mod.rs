@@ -31,6 +31,7 @@ pub use replay::{DEFAULT_SHARE, ReplayCache, ReplayError, ReplayTicket, Reservat
 pub use token::{MAX_KID_LEN, MAX_TOKEN_LEN, UnverifiedToken, has_token_shape};
 
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// One trusted issuer, validated from config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub struct IssuerSettings {
     pub max_token_lifetime: Duration,
     /// Every policy on this issuer must pin one of these claims.
     pub require_claims: Vec<String>,
-    /// Each `(iss, jti)` may be exchanged once (per replica).
+    /// Each `(iss, jti)` may be exchanged once (per replica, or across replicas with `store:`).
     pub replay_protection: bool,
     /// The least time between two key fetches triggered by unknown `kid`s.
     pub key_refresh_cooldown: Duration,
@@ -99,6 +100,8 @@ pub enum VerifyError {
     Replayed,
     #[error("the granting policy's share of replay records is full")]
     ReplayShareFull,
+    #[error("the shared store holding replay records is unavailable")]
+    StoreUnavailable,
 }
 
 impl VerifyError {
@@ -120,6 +123,7 @@ impl VerifyError {
             Self::KeysUnavailable => "keys_unavailable",
             Self::Replayed => "replayed",
             Self::ReplayShareFull => "replay_share_full",
+            Self::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -141,12 +145,18 @@ impl VerifyError {
             Self::ReplayShareFull => {
                 "too many tokens were exchanged under this policy recently; try again later"
             }
+            Self::StoreUnavailable => {
+                "the token cannot be checked against earlier exchanges right now; try again later"
+            }
         }
     }
 
     /// Whether the failure is ours, not the token's: the caller should retry later (503).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::KeysUnavailable | Self::ReplayShareFull)
+        matches!(
+            self,
+            Self::KeysUnavailable | Self::ReplayShareFull | Self::StoreUnavailable
+        )
     }
 }
 
@@ -168,28 +178,37 @@ impl VerifiedToken {
     ///
     /// # Errors
     /// [`VerifyError::Replayed`] when another request reserved the token first;
-    /// [`VerifyError::ReplayShareFull`] when `policy` holds its whole share of records.
-    pub fn reserve(&self, policy: &str, now: u64) -> Result<Option<Reservation>, VerifyError> {
+    /// [`VerifyError::ReplayShareFull`] when `policy` holds its whole share of records;
+    /// [`VerifyError::StoreUnavailable`] when the shared store did not answer in time.
+    pub async fn reserve(
+        &self,
+        policy: &str,
+        now: u64,
+    ) -> Result<Option<Reservation>, VerifyError> {
         let Some(ticket) = &self.replay else {
             return Ok(None);
         };
         ticket
             .reserve(policy, now)
+            .await
             .map(Some)
             .map_err(|error| match error {
                 ReplayError::Replayed => VerifyError::Replayed,
                 ReplayError::ShareFull => VerifyError::ReplayShareFull,
+                ReplayError::StoreUnavailable => VerifyError::StoreUnavailable,
             })
     }
 }
 
 /// The replay records a verifier starts with, by issuer URL, and the share each granting
 /// policy gets in a record made anew. Carried from one verifier to the next on reload, so
-/// that a config change forgets no exchanged token.
+/// that a config change forgets no exchanged token. With a shared store, replay-protected
+/// issuers keep their records there instead.
 #[derive(Debug, Clone)]
 pub struct ReplayRecords {
     share: usize,
     by_url: HashMap<String, Arc<ReplayCache>>,
+    store: Option<Arc<Store>>,
 }
 
 impl Default for ReplayRecords {
@@ -204,7 +223,15 @@ impl ReplayRecords {
         Self {
             share,
             by_url: HashMap::new(),
+            store: None,
         }
+    }
+
+    /// Keeps the records of replay-protected issuers in the shared store.
+    #[must_use]
+    pub fn with_store(mut self, store: Option<Arc<Store>>) -> Self {
+        self.store = store;
+        self
     }
 
     /// The record for `url`: the one carried over, else a new one.
@@ -244,6 +271,7 @@ impl Verifier {
                     settings.clone(),
                     cache,
                     replays,
+                    records.store.clone(),
                     Arc::clone(metrics),
                 )),
             );
@@ -284,6 +312,7 @@ impl Verifier {
         ReplayRecords {
             share: self.dormant.share,
             by_url,
+            store: self.dormant.store.clone(),
         }
     }
 

@@ -7,12 +7,17 @@
 //! while every other policy keeps its own share: a caller who varies `sub` is still one
 //! policy, so a granted pipeline cannot turn its traffic into refusals for anyone else.
 //!
-//! The records are per process (kept across config reloads, lost at a restart): with several
-//! replicas, a token can be exchanged once per replica. The README says so.
+//! Without a shared store the records are per process (kept across config reloads, lost at a
+//! restart): with several replicas, a token can be exchanged once per replica. The README says
+//! so. With `store:` the record is kept in the shared store instead ([`crate::store`]): a
+//! set-if-absent keyed by the same digest, expiring at the same second, so every replica and
+//! every restart sees it; the store's memory is then the bound, and shares do not apply.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::store::Store;
 
 /// Records one granting policy may hold at once, per issuer.
 pub const DEFAULT_SHARE: usize = 100_000;
@@ -21,13 +26,7 @@ pub const DEFAULT_SHARE: usize = 100_000;
 type Key = [u8; 32];
 
 fn key_of(iss: &str, jti: &str) -> Key {
-    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    context.update(iss.as_bytes());
-    context.update(&[0]);
-    context.update(jti.as_bytes());
-    let mut key = [0; 32];
-    key.copy_from_slice(context.finish().as_ref());
-    key
+    crate::store::digest(iss, jti)
 }
 
 /// Why a token may not be exchanged now.
@@ -37,6 +36,8 @@ pub enum ReplayError {
     Replayed,
     /// The granting policy holds its whole share of unexpired records; refuse rather than forget.
     ShareFull,
+    /// The shared store did not answer in time: nothing is known, so nothing is exchanged.
+    StoreUnavailable,
 }
 
 struct Record {
@@ -110,8 +111,10 @@ impl ReplayCache {
         records.by_key.insert(key, Record { forget_at, policy });
         records.expiries.push(Reverse((forget_at, key)));
         Ok(Reservation {
-            cache: Arc::clone(self),
-            key: Some(key),
+            held: Some(Held::Local {
+                cache: Arc::clone(self),
+                key,
+            }),
         })
     }
 
@@ -190,37 +193,83 @@ impl Records {
 #[derive(Debug)]
 pub struct ReplayTicket {
     pub(super) cache: Arc<ReplayCache>,
+    /// With `store:`, the record is kept there instead of in `cache`.
+    pub(super) store: Option<Arc<Store>>,
     pub(super) iss: String,
     pub(super) jti: String,
     pub(super) forget_at: u64,
 }
 
 impl ReplayTicket {
-    /// Reserves the token for the policy that granted it; see [`ReplayCache::reserve`].
-    pub fn reserve(&self, policy: &str, now: u64) -> Result<Reservation, ReplayError> {
-        self.cache
-            .reserve(&self.iss, &self.jti, policy, self.forget_at, now)
+    /// Reserves the token for the policy that granted it; see [`ReplayCache::reserve`]. With
+    /// a shared store: one set-if-absent there, expiring at the same second (no shares).
+    pub async fn reserve(&self, policy: &str, now: u64) -> Result<Reservation, ReplayError> {
+        let Some(store) = &self.store else {
+            return self
+                .cache
+                .reserve(&self.iss, &self.jti, policy, self.forget_at, now);
+        };
+        let digest = key_of(&self.iss, &self.jti);
+        match store.replay_reserve(&digest, self.forget_at).await {
+            Ok(true) => Ok(Reservation {
+                held: Some(Held::Shared {
+                    store: Arc::clone(store),
+                    digest,
+                }),
+            }),
+            Ok(false) => Err(ReplayError::Replayed),
+            // The write may have landed: then the token stays spent (fail closed).
+            Err(_) => Err(ReplayError::StoreUnavailable),
+        }
     }
 }
 
-/// A reserved `(iss, jti)`: [`Reservation::commit`] keeps it; dropping releases it.
+/// A reserved `(iss, jti)`: [`Reservation::commit`] keeps it; [`Reservation::release`] (or
+/// dropping it) releases it.
 #[derive(Debug)]
 pub struct Reservation {
-    cache: Arc<ReplayCache>,
-    key: Option<Key>,
+    held: Option<Held>,
+}
+
+#[derive(Debug)]
+enum Held {
+    Local { cache: Arc<ReplayCache>, key: Key },
+    Shared { store: Arc<Store>, digest: Key },
 }
 
 impl Reservation {
     /// The exchange succeeded: the token stays used until it expires.
     pub fn commit(mut self) {
-        self.key = None;
+        self.held = None;
+    }
+
+    /// The exchange failed: the token may be presented again. With a shared store this waits
+    /// for the release (within the store's timeout), so that a caller retrying at once is not
+    /// refused as a replay; a release that fails leaves the token spent.
+    pub async fn release(mut self) {
+        match self.held.take() {
+            Some(Held::Local { cache, key }) => cache.release(&key),
+            Some(Held::Shared { store, digest }) => {
+                let _ = store.replay_release(&digest).await;
+            }
+            None => {}
+        }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.cache.release(&key);
+        match self.held.take() {
+            Some(Held::Local { cache, key }) => cache.release(&key),
+            // Dropped uncommitted without `release` (the request was abandoned mid-mint).
+            Some(Held::Shared { store, digest }) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        let _ = store.replay_release(&digest).await;
+                    });
+                }
+            }
+            None => {}
         }
     }
 }

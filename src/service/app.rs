@@ -19,6 +19,7 @@ use crate::http::{AppState, admin_router, public_router};
 use crate::k8s::{ApiContact, Bindings, KubeMinter, KubeconfigCluster, Minter, probe};
 use crate::metrics::Metrics;
 use crate::oidc::{ReplayRecords, Verifier};
+use crate::store::Store;
 use serving::ServerLimits;
 
 /// How often an idle service checks that the Kubernetes API still answers.
@@ -51,6 +52,9 @@ pub struct ServeOptions {
     /// The namespace tokenvend runs in: protected like `kubernetes.protectedNamespaces`, so
     /// that no templated grant renders into it. `None`: not known (outside a cluster).
     pub own_namespace: Option<String>,
+    /// This process's pod name (`POD_NAME`, else `HOSTNAME`), to tell whether it is likely one
+    /// of several replicas; `None`: not known.
+    pub pod_name: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -62,6 +66,7 @@ impl Default for ServeOptions {
             shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
             replay_share: crate::oidc::DEFAULT_SHARE,
             own_namespace: None,
+            pod_name: None,
         }
     }
 }
@@ -120,10 +125,23 @@ impl Application {
         config.protect_own_namespace(options.own_namespace.as_deref());
         let tls = options.tls.clone().map(public_tls).transpose()?;
         let metrics = Arc::new(Metrics::new());
+        let store = match &config.store {
+            Some(settings) => {
+                let password = crate::store::read_password(
+                    settings,
+                    std::env::var(crate::store::PASSWORD_ENV).ok(),
+                )?;
+                Some(Store::connect(settings, password, Arc::clone(&metrics)).await?)
+            }
+            None => {
+                warn_if_one_of_several(&config, options.pod_name.as_deref());
+                None
+            }
+        };
         let verifier = Arc::new(Verifier::over_http(
             &config.issuers,
             &metrics,
-            ReplayRecords::with_share(options.replay_share),
+            ReplayRecords::with_share(options.replay_share).with_store(store.clone()),
         )?);
         let kubeconfig_cluster = kubeconfig_cluster(&config.kubernetes, &kube_config)?;
         let client = kube::Client::try_from(kube_config)?;
@@ -150,13 +168,8 @@ impl Application {
             config.policies.iter().map(|policy| policy.name.as_str()),
         );
         let snapshot = Snapshot::new(verifier, config.policies);
-        let exchange = Exchange::new(
-            snapshot,
-            minter,
-            bindings,
-            metrics,
-            Limits::new(options.limits),
-        );
+        let limits = Limits::new(options.limits).with_store(store);
+        let exchange = Exchange::new(snapshot, minter, bindings, metrics, limits);
         let state = AppState::new(exchange, contact, kubeconfig_cluster);
         Ok(Self {
             public,
@@ -285,6 +298,43 @@ fn spawn_background(
     tasks
 }
 
+/// Without a store, replay protection and rate limits hold per process. When this process
+/// looks like one pod of a Deployment or ReplicaSet (its name ends in `-<hash>-<5 chars>`, the
+/// shape Kubernetes gives them), say so once at start. It cannot tell how many replicas there
+/// are (one, scaled later, or an autoscaler's minimum), and a StatefulSet's or a bare pod's
+/// name has another shape: the README states the rule instead.
+fn warn_if_one_of_several(config: &Config, pod_name: Option<&str>) {
+    let protected: Vec<&str> = config
+        .issuers
+        .iter()
+        .filter(|issuer| issuer.replay_protection)
+        .map(|issuer| issuer.name.as_str())
+        .collect();
+    if protected.is_empty() || !pod_name.is_some_and(looks_like_a_replica) {
+        return;
+    }
+    tracing::warn!(
+        issuers = ?protected,
+        "replay protection without `store:` holds per replica: with several replicas an ID token can be exchanged once per replica and again after a restart, and each replica has its own rate budget; configure `store:` (README, \"More than one replica\")"
+    );
+}
+
+/// Whether `name` has the shape of a pod made by a ReplicaSet: `<deployment>-<pod-template-hash>-<5>`,
+/// the hash and suffix drawn from Kubernetes' safe alphabet (no vowels, no 0, 1, 3).
+fn looks_like_a_replica(name: &str) -> bool {
+    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut parts = name.rsplitn(3, '-');
+    let (Some(suffix), Some(hash), Some(base)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let safe = |s: &str| s.bytes().all(|b| SAFE.contains(&b));
+    !base.is_empty()
+        && suffix.len() == 5
+        && safe(suffix)
+        && (6..=10).contains(&hash.len())
+        && safe(hash)
+}
+
 /// Loads the certificate and key and builds the acceptor that serves them.
 fn public_tls(files: TlsFiles) -> anyhow::Result<PublicTls> {
     let cert = ReloadingCert::load(files).context("--tls-cert/--tls-key")?;
@@ -329,4 +379,24 @@ fn pem_certificates(certificates: &[Vec<u8>]) -> String {
         pem.push_str("-----END CERTIFICATE-----\n");
     }
     pem
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn deployment_pod_names_are_told_apart_from_others() {
+        for name in ["tokenvend-7d9f8b6c5d-x2x7q", "tv-5c4d8f9b7-kqz2m"] {
+            assert!(super::looks_like_a_replica(name), "{name}");
+        }
+        for name in [
+            "tokenvend-0",
+            "tokenvend",
+            "laptop",
+            "tokenvend-7d9f8b6c5d",
+            "tokenvend-aaaaaaaaa-x2x7q",
+            "-7d9f8b6c5d-x2x7q",
+        ] {
+            assert!(!super::looks_like_a_replica(name), "{name}");
+        }
+    }
 }

@@ -129,6 +129,14 @@ pub async fn reload(
     if config.kubernetes != *kubernetes {
         tracing::warn!("the kubernetes: settings changed; they take effect at the next restart");
     }
+    let store_in_force = state
+        .exchange
+        .limits()
+        .store()
+        .map(|store| store.settings());
+    if config.store.as_ref() != store_in_force {
+        tracing::warn!("the store: settings changed; they take effect at the next restart");
+    }
     state.exchange.metrics().export_config_series(
         config.issuers.iter().map(|issuer| issuer.name.as_str()),
         config.policies.iter().map(|policy| policy.name.as_str()),

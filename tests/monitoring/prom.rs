@@ -275,6 +275,12 @@ pub fn exported_metric_names() -> BTreeSet<String> {
     metrics.replay_rejected("issuer");
     metrics.rate_limited(RateLimitScope::Identity);
     metrics.kube_binding_request("create_secret", "success", 0.01);
+    // Exported only by a service with `store:`.
+    metrics.enable_store(
+        tokenvend::store::Operation::ALL.map(tokenvend::store::Operation::as_str),
+        tokenvend::store::OpResult::ALL.map(tokenvend::store::OpResult::as_str),
+    );
+    metrics.store_up(true);
     let mut names = BTreeSet::new();
     for line in metrics.render().lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {

@@ -389,6 +389,19 @@ fn cases() -> Vec<Case> {
             eval: "25m",
             fires_with: None,
         },
+        Case {
+            alert: "TokenvendStoreDown",
+            series: vec![series("tokenvend_store_up", "1 1 0x10")],
+            eval: "8m",
+            fires_with: Some(vec![("severity", "critical"), JOB, INSTANCE]),
+        },
+        Case {
+            alert: "TokenvendStoreDown",
+            // One probe missed, then back: no page.
+            series: vec![series("tokenvend_store_up", "1 0 1x10")],
+            eval: "8m",
+            fires_with: None,
+        },
     ]
 }
 

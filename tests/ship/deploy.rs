@@ -88,3 +88,30 @@ fn the_dashboard_config_map_is_generated_from_the_dashboard_file() {
     .unwrap();
     assert_eq!(dashboard["uid"], "tokenvend");
 }
+
+#[test]
+fn the_store_component_config_is_the_example_config_with_the_store_block() {
+    let with_store = read("deploy/components/store/config.yaml");
+    let base = read("deploy/base/config.yaml");
+    let block = "# Replay records and rate limits shared by every replica (README, \"More than one replica\").\n\
+                 store:\n  url: redis://tokenvend-store:6379/0\n  passwordFile: /etc/tokenvend-store/password\n  timeout: 250ms\n";
+    assert_eq!(
+        with_store.replacen(block, "", 1),
+        base,
+        "deploy/components/store/config.yaml is deploy/base/config.yaml plus the store: block"
+    );
+    let config = tokenvend::config::Config::parse(
+        &with_store,
+        std::path::Path::new("deploy/components/store/config.yaml"),
+    )
+    .unwrap();
+    let store = config.store.unwrap();
+    // The path the component mounts the Secret at, the port its Service serves.
+    assert_eq!(
+        store.password_file.unwrap(),
+        std::path::Path::new("/etc/tokenvend-store/password")
+    );
+    let component = read("deploy/components/store/kustomization.yaml");
+    assert!(component.contains("mountPath: /etc/tokenvend-store"));
+    assert!(read("deploy/components/store/service.yaml").contains("port: 6379"));
+}
