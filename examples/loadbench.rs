@@ -1,8 +1,9 @@
 //! The load harness's helper (driven by `scripts/loadbench.sh`), in two roles:
 //!
 //! - `loadbench env DIR`: starts the local OIDC issuer and the Kubernetes API stand-in on
-//!   127.0.0.1, writes what tokenvend and the load generator need into `DIR` (config,
-//!   kubeconfig, pre-minted ID tokens, the direct TokenRequest), then serves until it is
+//!   127.0.0.1, writes what tokenvend and the load generator need into `DIR` (config, the same
+//!   config with the policy revocable, kubeconfig, pre-minted ID tokens, the direct
+//!   TokenRequest), then serves until it is
 //!   stopped or `--max-seconds` pass. tokenvend itself runs as its own process, so that its
 //!   CPU time can be read from `/proc` apart from the stand-in's.
 //! - `loadbench burst URL TOKENS`: sends one request per token, all at once, and prints how
@@ -141,7 +142,14 @@ async fn env(
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
     let issuer = LocalIssuer::start(loopback).await?;
     let config_text = CONFIG.replace("{issuer}", issuer.url());
-    let config = Config::parse(&config_text, Path::new("loadbench.yaml"))?;
+    // The same policy, revocable: each token bound to a Secret of its own. The stand-in's
+    // permissions come from this one, a superset (Secrets and TokenReviews besides minting).
+    let revocable_text = config_text.replacen(
+        "      maxTtl: 1h\n",
+        "      maxTtl: 1h\n      revocable: true\n",
+        1,
+    );
+    let config = Config::parse(&revocable_text, Path::new("loadbench-revocable.yaml"))?;
     let apiserver = ApiServer::start(loopback, stand_in_options(&config, SERVICE_TOKEN)).await?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let write = |name: &str, text: &str| {
@@ -149,6 +157,7 @@ async fn env(
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
     write("config.yaml", &config_text)?;
+    write("config-revocable.yaml", &revocable_text)?;
     write("kubeconfig", &apiserver.kubeconfig(SERVICE_TOKEN))?;
     write(
         "tokens.txt",

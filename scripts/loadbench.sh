@@ -14,14 +14,18 @@
 #   4. 1,000 concurrent requests whose tokens carry one unknown `kid` (JWKS fetches);
 #   5. replay protection on: tokenvend with its in-process store, then with a local
 #      redis-server (`store:`), each its own process, at CONNECTIONS connections, saturating
-#      then paced at the half rate above (every token exchanged once: distinct sets).
+#      then paced at the half rate above (every token exchanged once: distinct sets);
+#   6. revocable tokens: tokenvend with the policy as it is, then with `revocable: true`
+#      (a binding Secret created before each TokenRequest), each its own process, saturating
+#      then paced at the half rate above, on the cycled token set.
 # tokenvend's CPU time comes from /proc/PID/stat (utime + stime) around each measured window.
 # The floors (`loadbench floor`: tokenvend's server loop and a bare axum route answering with
 # a fixed body, or minting through tokenvend's own kube minter) run on tokenvend's CPU and are
 # measured the same way: what it costs this machine to serve a request at all, and to serve one
 # with a TokenRequest behind it. tokenvend's own work is what it costs beyond the latter.
 #
-# Knobs (environment): CONNECTIONS (32), DURATION (15), TOKENS (2000), REPLAY_DURATION (5) and
+# Knobs (environment): CONNECTIONS (32), DURATION (15), TOKENS (2000), REPLAY_DURATION (5: also
+# the revocable phases) and
 # REPLAY_TOKENS (6000 per set: more than a replay phase can exchange), PIN (1: the stand-in on
 # CPU 1, tokenvend, wrk and redis-server on CPU 0, as if the API server ran on a machine of its
 # own: it is what saturates; 0: no pinning),
@@ -192,10 +196,10 @@ for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
 awk -v url="redis://127.0.0.1:$REDIS_PORT/0" \
     '/^issuers:/ { print "store:\n  url: " url } { print }' "$run/config-replay.yaml" \
     >"$run/config-replay-store.yaml"
-# replay_phase NAME CONFIG: its own tokenvend on CONFIG, warmed up with the shared token set,
-# then saturation and the paced half rate, each on a token set of its own.
-replay_phase() {
-    local name=$1 config=$2
+# own_phase NAME CONFIG SATURATION_TOKENS HALF_TOKENS: its own tokenvend on CONFIG, warmed up
+# with the shared token set, then saturation and the paced half rate, on the token sets given.
+own_phase() {
+    local name=$1 config=$2 saturation_tokens=$3 half_tokens=$4
     KUBECONFIG=$run/kubeconfig "${on_service[@]}" "${TOKENVEND_BIN:-$target/tokenvend}" serve \
         --config "$config" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
         --max-connections-per-peer 0 --log-format json >/dev/null 2>"$run/$name.log" &
@@ -207,17 +211,24 @@ replay_phase() {
     [[ -n $public ]] || { echo "tokenvend ($name) did not start; see $run/$name.log" >&2; exit 1; }
     wrk_run "${name}_warm" "http://$public/v1/token" "$CONNECTIONS" 2 "${service[@]}"
     measured "${name}_sat" "http://$public/v1/token" "$pid" "$REPLAY_DURATION" \
-        TOKENS="$run/replay-tokens-saturation.txt" BODY_FILE= BEARER=
+        TOKENS="$saturation_tokens" BODY_FILE= BEARER=
     measured "${name}_half" "http://$public/v1/token" "$pid" "$REPLAY_DURATION" \
-        TOKENS="$run/replay-tokens-half.txt" BODY_FILE= BEARER= DELAY_MS="$delay_ms"
-    eval "${name}_store_ops=$(curl -sf "http://$(grep -o '"admin":"[^"]*"' "$run/$name.log" | head -1 | cut -d'"' -f4)/metrics" \
-        | awk 'index($0, "tokenvend_store_operations_total{") == 1 && /result="ok"/ {s += $NF} END {print s + 0}')"
+        TOKENS="$half_tokens" BODY_FILE= BEARER= DELAY_MS="$delay_ms"
+    local metrics
+    metrics=$(curl -sf "http://$(grep -o '"admin":"[^"]*"' "$run/$name.log" | head -1 | cut -d'"' -f4)/metrics")
+    eval "${name}_store_ops=$(awk 'index($0, "tokenvend_store_operations_total{") == 1 && /result="ok"/ {s += $NF} END {print s + 0}' <<<"$metrics")"
+    eval "${name}_issued=$(awk 'index($0, "tokenvend_tokens_issued_total{") == 1 {s += $NF} END {print s + 0}' <<<"$metrics")"
+    eval "${name}_bindings=$(awk 'index($0, "tokenvend_kube_binding_requests_total{call=\"create_secret\",code=\"success\"}") == 1 {s += $NF} END {print s + 0}' <<<"$metrics")"
     kill "$pid"
 }
-replay_phase replay_local "$run/config-replay.yaml"
-replay_phase replay_redis "$run/config-replay-store.yaml"
+own_phase replay_local "$run/config-replay.yaml" "$run/replay-tokens-saturation.txt" "$run/replay-tokens-half.txt"
+own_phase replay_redis "$run/config-replay-store.yaml" "$run/replay-tokens-saturation.txt" "$run/replay-tokens-half.txt"
 replay_records=$(redis-cli -p "$REDIS_PORT" dbsize)
 replay_memory=$(redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')
+
+echo "== revocable tokens: the policy as it is, then revocable; ${REPLAY_DURATION}s per phase" >&2
+own_phase plain "$run/config.yaml" "$run/tokens.txt" "$run/tokens.txt"
+own_phase revocable "$run/config-revocable.yaml" "$run/tokens.txt" "$run/tokens.txt"
 
 per_issuance() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.0f", n ? t * 1e6 / hz / n : 0 }'; }
 {
@@ -255,11 +266,24 @@ per_issuance() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.0f"
         'BEGIN { printf "p50 added by redis: %.2f ms at half rate, %.2f ms at saturation\n", a - b, c - d }'
     echo "tokenvend CPU per issuance: $(per_issuance "$replay_local_sat_ticks" "$replay_local_sat_requests") µs in-process, $(per_issuance "$replay_redis_sat_ticks" "$replay_redis_sat_requests") µs with redis (saturation)"
     echo "redis: $replay_redis_store_ops store operations answered; $replay_records keys, used_memory $replay_memory bytes after the run"
+    echo
+    echo "revocable tokens (a binding Secret per token), $CONNECTIONS connections, ${REPLAY_DURATION}s per phase:"
+    printf '%-36s %12s %12s\n' "" "plain" "revocable"
+    printf '%-36s %12s %12s\n' "saturation: issuances/s" "$plain_sat_rps" "$revocable_sat_rps"
+    printf '%-36s %12s %12s\n' "saturation: p50 / p99 ms" "$plain_sat_p50_ms / $plain_sat_p99_ms" "$revocable_sat_p50_ms / $revocable_sat_p99_ms"
+    printf '%-36s %12s %12s\n' "half rate: issuances/s" "$plain_half_rps" "$revocable_half_rps"
+    printf '%-36s %12s %12s\n' "half rate: p50 / p99 ms" "$plain_half_p50_ms / $plain_half_p99_ms" "$revocable_half_p50_ms / $revocable_half_p99_ms"
+    printf '%-36s %12s %12s\n' "failed requests" "$(( plain_sat_failed + plain_half_failed ))" "$(( revocable_sat_failed + revocable_half_failed ))"
+    printf '%-36s %12s %12s\n' "binding Secrets created / issued" "$plain_bindings / $plain_issued" "$revocable_bindings / $revocable_issued"
+    awk -v a="$revocable_sat_rps" -v b="$plain_sat_rps" 'BEGIN { printf "throughput ratio (revocable / plain, saturation): %.1f%%\n", 100 * a / b }'
+    awk -v a="$revocable_half_p50_ms" -v b="$plain_half_p50_ms" 'BEGIN { printf "p50 added by the binding at half rate: %.2f ms\n", a - b }'
+    echo "tokenvend CPU per issuance: $(per_issuance "$plain_sat_ticks" "$plain_sat_requests") µs plain, $(per_issuance "$revocable_sat_ticks" "$revocable_sat_requests") µs revocable (saturation)"
 } | tee "$RESULTS"
 echo "(run directory: $run)" >&2
 failed=$(( sat_direct_failed + half_direct_failed + sat_service_failed + half_service_failed + wide_service_failed
     + sat_floor_mint_failed + half_floor_mint_failed + half_floor_failed
-    + replay_local_sat_failed + replay_local_half_failed + replay_redis_sat_failed + replay_redis_half_failed ))
+    + replay_local_sat_failed + replay_local_half_failed + replay_redis_sat_failed + replay_redis_half_failed
+    + plain_sat_failed + plain_half_failed + revocable_sat_failed + revocable_half_failed ))
 if (( failed > 0 )); then
     echo "loadbench: $failed requests failed; the figures above do not measure issuance (see $run)" >&2
     exit 1
