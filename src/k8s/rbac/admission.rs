@@ -15,6 +15,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
     ValidatingAdmissionPolicySpec, Validation,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use regex::Regex;
 
 use super::{is_templated, metadata};
@@ -88,15 +89,20 @@ pub(super) fn token_namespaces(
         }),
         status: None,
     };
-    let binding = ValidatingAdmissionPolicyBinding {
-        metadata: metadata(name.clone(), None),
+    (policy, deny_binding(metadata(name.clone(), None), name))
+}
+
+/// The binding (named and labelled by `meta`) that puts policy `name` in force for every
+/// request it matches, denying what it does not admit.
+pub(super) fn deny_binding(meta: ObjectMeta, name: String) -> ValidatingAdmissionPolicyBinding {
+    ValidatingAdmissionPolicyBinding {
+        metadata: meta,
         spec: Some(ValidatingAdmissionPolicyBindingSpec {
             policy_name: Some(name),
             validation_actions: Some(vec!["Deny".to_owned()]),
             ..ValidatingAdmissionPolicyBindingSpec::default()
         }),
-    };
-    (policy, binding)
+    }
 }
 
 /// `{subject namespace}-{subject name}-token-namespaces`: cluster-scoped, so it names the install.

@@ -20,13 +20,12 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
-    ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
-    ValidatingAdmissionPolicySpec, Validation,
+    ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicySpec, Validation,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::admission::{NAMESPACE_PLACEHOLDER, pattern_of};
+use super::admission::{NAMESPACE_PLACEHOLDER, deny_binding, pattern_of};
 use super::{RbacObject, RbacPlan, is_templated, role_ref, subjects};
 use crate::k8s::binding::BINDING_TYPE;
 use crate::policy::ServiceAccountRef;
@@ -244,15 +243,7 @@ fn admission(
         }),
         status: None,
     };
-    let binding = ValidatingAdmissionPolicyBinding {
-        metadata: metadata(name.clone(), None),
-        spec: Some(ValidatingAdmissionPolicyBindingSpec {
-            policy_name: Some(name),
-            validation_actions: Some(vec!["Deny".to_owned()]),
-            ..ValidatingAdmissionPolicyBindingSpec::default()
-        }),
-    };
-    (policy, binding)
+    (policy, deny_binding(metadata(name.clone(), None), name))
 }
 
 /// The namespaces (as written) of every revocable grant, sorted and distinct.
