@@ -533,7 +533,7 @@ async fn a_store_slower_than_its_timeout_answers_503_instead_of_hanging() {
     assert_eq!(sleeping.await.unwrap(), Reply::Status("OK".into()));
     // Whichever came first, a request or the probe, saw the timeout and marked the store down.
     let metrics = serve.metrics().await;
-    let timeouts: f64 = ["replay_check", "ping"]
+    let timeouts: f64 = ["replay_check", "replay_reserve", "ping"]
         .iter()
         .map(|op| {
             let series = format!(
@@ -794,4 +794,51 @@ async fn rediss_with_a_private_ca_is_verified_against_ca_file() {
         sample(&serve.metrics().await, "tokenvend_store_up"),
         Some(0.0)
     );
+}
+
+/// The store operations a replica has sent so far (the probe's pings left out).
+fn store_round_trips(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("tokenvend_store_operations_total{")
+                && !line.contains("operation=\"ping\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_protected_exchange_costs_one_store_round_trip_and_a_denial_spends_nothing() {
+    let redis = RedisServer::start();
+    let upstreams = Upstreams::start().await;
+    let config = upstreams.config(&store_block(&redis, ""));
+    let dir = TempDir::new("one-trip");
+    // The per-identity limit on (its default): the replay record and the bucket in one trip.
+    let serve = Serve::start(Serve::command(&dir, &upstreams, &config));
+
+    let before = store_round_trips(&serve.metrics().await);
+    assert_eq!(serve.status(&upstreams.id_token()).await, 200);
+    let after = store_round_trips(&serve.metrics().await);
+    assert_eq!(after - before, 1.0, "store round trips of one issuance");
+
+    // A request no policy grants reserves nothing: the token may be presented again.
+    let token = upstreams.id_token();
+    let denied = serve
+        .http
+        .post(format!("http://{}/v1/token", serve.public))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"serviceAccount": "kube-system/admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let spent = redis.keys("tokenvend:replay:");
+    assert_eq!(
+        spent.len(),
+        1,
+        "only the first token is recorded: {spent:?}"
+    );
+    assert_eq!(serve.status(&token).await, 200, "a retry is not a replay");
+    assert_eq!(serve.status(&token).await, 401, "and only once");
 }

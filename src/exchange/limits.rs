@@ -116,13 +116,7 @@ impl Limits {
         };
         if let Some(store) = &self.store {
             let identity = crate::store::digest(issuer, subject);
-            // The bucket size as the in-process limiter has it (at least 1, a whole number).
-            #[allow(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                reason = "burst is a u32 stored as f64"
-            )]
-            let burst = limiter.burst as u32;
+            let burst = limiter.whole_burst();
             match store.rate_admit(&identity, limiter.rate, burst).await {
                 Ok(None) => return Ok(()),
                 Ok(Some(seconds)) => return Err(RetryAfter(seconds)),
@@ -130,6 +124,19 @@ impl Limits {
             }
         }
         limiter.admit(issuer, subject, Instant::now())
+    }
+
+    /// The identity's bucket in the shared store, as [`crate::oidc::ReplayTicket::admit`]
+    /// charges it together with the replay record: `None` when the per-identity limit is off
+    /// or there is no shared store.
+    pub fn shared_bucket(&self, issuer: &str, subject: &str) -> Option<([u8; 32], f64, u32)> {
+        let limiter = self.identities.as_ref()?;
+        self.store.as_ref()?;
+        Some((
+            crate::store::digest(issuer, subject),
+            limiter.rate,
+            limiter.whole_burst(),
+        ))
     }
 
     /// A slot for one request in flight, released when the returned guard drops; `None` when
@@ -189,6 +196,16 @@ impl Bucket {
 }
 
 impl IdentityLimiter {
+    /// The bucket size as the in-process limiter has it (at least 1, a whole number).
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "burst is a u32 stored as f64"
+    )]
+    fn whole_burst(&self) -> u32 {
+        self.burst as u32
+    }
+
     fn new(rate: f64, burst: u32, capacity: usize) -> Self {
         Self {
             rate,

@@ -25,7 +25,7 @@ pub use snapshot::Snapshot;
 
 use crate::k8s::{Bindings, MintRequest, MintedToken, Minter, NewBinding};
 use crate::metrics::{Metrics, RateLimitScope};
-use crate::oidc::{VerifiedToken, VerifyError};
+use crate::oidc::{ReplayError, VerifiedToken, VerifyError};
 use crate::policy::{Grant, Request, Trace};
 
 /// The exchange and what it runs on: the config in force, the minter, the limits and the
@@ -135,7 +135,10 @@ impl Exchange {
         credential: &SecretString,
         request: &Request,
     ) -> Result<Issued, ExchangeError> {
-        let Decision { identity, grant } = self.decide(credential, request).await?;
+        let Decision {
+            mut identity,
+            grant,
+        } = self.decide_as(credential, request, true).await?;
         // Reserved only now that a policy grants the token, and charged to that policy's share:
         // one policy's traffic cannot fill the record for the others.
         let reservation = match identity.reserve(&grant.policy, unix_now()).await {
@@ -197,15 +200,53 @@ impl Exchange {
         credential: &SecretString,
         request: &Request,
     ) -> Result<Decision, ExchangeError> {
+        self.decide_as(credential, request, false).await
+    }
+
+    /// [`Exchange::decide`]; `issuing` for [`Exchange::issue`]: with a shared store, a
+    /// replay-protected token is looked up, charged to the budget and reserved in one round
+    /// trip before the policy runs, and released again when no policy grants it.
+    async fn decide_as(
+        &self,
+        credential: &SecretString,
+        request: &Request,
+        issuing: bool,
+    ) -> Result<Decision, ExchangeError> {
         let snapshot = self.snapshot();
-        let identity = self.verify(&snapshot, credential).await?;
+        let mut identity = self.verify(&snapshot, credential, issuing).await?;
         // Charged before the policy runs, so denied requests spend the budget too. A refused
         // request reserved nothing: the same token may be presented again later.
-        if let Err(RetryAfter(seconds)) = self
-            .limits
-            .admit_identity(&identity.issuer, &identity.registered.sub)
-            .await
-        {
+        let limited = match identity.replay.as_mut().filter(|t| t.is_deferred()) {
+            Some(ticket) => {
+                let bucket = self
+                    .limits
+                    .shared_bucket(&identity.issuer, &identity.registered.sub);
+                match ticket
+                    .admit(bucket.as_ref().map(|(d, rate, burst)| (d, *rate, *burst)))
+                    .await
+                {
+                    Ok(limited) => limited,
+                    Err(error) => {
+                        let error = match error {
+                            ReplayError::Replayed => {
+                                self.metrics.replay_rejected(&identity.issuer);
+                                VerifyError::Replayed
+                            }
+                            ReplayError::ShareFull => VerifyError::ReplayShareFull,
+                            ReplayError::StoreUnavailable => VerifyError::StoreUnavailable,
+                        };
+                        return Err(ExchangeError::Token(error));
+                    }
+                }
+            }
+            None => self
+                .limits
+                .admit_identity(&identity.issuer, &identity.registered.sub)
+                .await
+                .err()
+                .map(|RetryAfter(seconds)| seconds),
+        };
+        if let Some(seconds) = limited {
             self.metrics.rate_limited(RateLimitScope::Identity);
             return Err(ExchangeError::RateLimited {
                 identity: Box::new(identity),
@@ -218,6 +259,10 @@ impl Exchange {
         {
             Ok(grant) => Ok(Decision { identity, grant }),
             Err(denial) => {
+                // Released before the caller hears of it, so that a retry is not a replay.
+                if let Some(ticket) = identity.replay.as_mut() {
+                    ticket.release().await;
+                }
                 tracing::info!(reason = denial.metric_label(), detail = %denial, "request denied");
                 Err(ExchangeError::Denied {
                     identity: Box::new(identity),
@@ -235,7 +280,7 @@ impl Exchange {
     /// [`ExchangeError::Token`].
     pub async fn list(&self, credential: &SecretString) -> Result<Listed, ExchangeError> {
         let snapshot = self.snapshot();
-        let identity = self.verify(&snapshot, credential).await?;
+        let identity = self.verify(&snapshot, credential, false).await?;
         let grants = snapshot
             .policies
             .applicable(&identity.issuer, &identity.claims, &mut Trace::off())
@@ -260,12 +305,15 @@ impl Exchange {
         &self,
         snapshot: &Snapshot,
         credential: &SecretString,
+        issuing: bool,
     ) -> Result<VerifiedToken, ExchangeError> {
-        let identity = snapshot
-            .verifier
-            .verify(credential.expose_secret(), unix_now())
-            .await
-            .map_err(ExchangeError::Token)?;
+        let raw = credential.expose_secret();
+        let verified = if issuing {
+            snapshot.verifier.verify_for_issue(raw, unix_now()).await
+        } else {
+            snapshot.verifier.verify(raw, unix_now()).await
+        };
+        let identity = verified.map_err(ExchangeError::Token)?;
         tracing::debug!(issuer = %identity.issuer, subject = %audit::capped(&identity.registered.sub), "token verified");
         Ok(identity)
     }

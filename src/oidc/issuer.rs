@@ -76,11 +76,14 @@ impl Issuer {
         &self.replays
     }
 
-    /// Verifies a token already routed here by its claimed `iss`.
+    /// Verifies a token already routed here by its claimed `iss`. With `issuing` and a shared
+    /// store, whether the token was exchanged already is left to the one store round trip of
+    /// the issuance ([`ReplayTicket::admit`]).
     pub async fn verify(
         &self,
         token: &UnverifiedToken<'_>,
         now: u64,
+        issuing: bool,
     ) -> Result<VerifiedToken, VerifyError> {
         let algorithm = token.unverified_algorithm;
         let Some(validation) = self.validations.get(&algorithm) else {
@@ -105,7 +108,7 @@ impl Issuer {
         self.check_times(&registered, now)?;
         self.check_audiences(&claims)?;
         reject_control_characters(&claims).map_err(VerifyError::InvalidClaims)?;
-        let replay = self.check_replay(&registered, now).await?;
+        let replay = self.check_replay(&registered, now, issuing).await?;
         Ok(VerifiedToken {
             issuer: self.settings.name.clone(),
             registered,
@@ -145,6 +148,7 @@ impl Issuer {
         &self,
         claims: &RegisteredClaims,
         now: u64,
+        issuing: bool,
     ) -> Result<Option<ReplayTicket>, VerifyError> {
         if !self.settings.replay_protection {
             return Ok(None);
@@ -152,7 +156,9 @@ impl Issuer {
         let Some(jti) = &claims.jti else {
             return Err(VerifyError::InvalidClaims(ClaimError::Invalid("jti")));
         };
+        let deferred = issuing && self.store.is_some();
         let recorded = match &self.store {
+            Some(_) if deferred => false,
             Some(store) => store
                 .replay_recorded(&crate::store::digest(&claims.iss, jti))
                 .await
@@ -169,6 +175,8 @@ impl Issuer {
             iss: claims.iss.clone(),
             jti: jti.clone(),
             forget_at: last_accepted_second(claims.exp) + 1,
+            deferred,
+            reserved: None,
         }))
     }
 

@@ -181,11 +181,11 @@ impl VerifiedToken {
     /// [`VerifyError::ReplayShareFull`] when `policy` holds its whole share of records;
     /// [`VerifyError::StoreUnavailable`] when the shared store did not answer in time.
     pub async fn reserve(
-        &self,
+        &mut self,
         policy: &str,
         now: u64,
     ) -> Result<Option<Reservation>, VerifyError> {
-        let Some(ticket) = &self.replay else {
+        let Some(ticket) = &mut self.replay else {
             return Ok(None);
         };
         ticket
@@ -318,11 +318,31 @@ impl Verifier {
 
     /// Verifies `raw` at time `now` (Unix seconds).
     pub async fn verify(&self, raw: &str, now: u64) -> Result<VerifiedToken, VerifyError> {
+        self.verify_as(raw, now, false).await
+    }
+
+    /// Verifies `raw` for an issuance: with a shared store, whether a replay-protected token
+    /// was exchanged already is not looked up here but by [`ReplayTicket::admit`], in the
+    /// same round trip as the rate limit and the reservation.
+    pub async fn verify_for_issue(
+        &self,
+        raw: &str,
+        now: u64,
+    ) -> Result<VerifiedToken, VerifyError> {
+        self.verify_as(raw, now, true).await
+    }
+
+    async fn verify_as(
+        &self,
+        raw: &str,
+        now: u64,
+        issuing: bool,
+    ) -> Result<VerifiedToken, VerifyError> {
         let token = UnverifiedToken::parse(raw)?;
         let Some(issuer) = self.by_url.get(&token.unverified_issuer) else {
             return Err(VerifyError::UnknownIssuer);
         };
-        issuer.verify(&token, now).await
+        issuer.verify(&token, now, issuing).await
     }
 
     /// Loads every issuer's keys once; returns the names of issuers whose keys could not be loaded.

@@ -17,7 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::store::Store;
+use crate::store::{Admission, Store};
 
 /// Records one granting policy may hold at once, per issuer.
 pub const DEFAULT_SHARE: usize = 100_000;
@@ -198,12 +198,68 @@ pub struct ReplayTicket {
     pub(super) iss: String,
     pub(super) jti: String,
     pub(super) forget_at: u64,
+    /// With `store:`, on the issuance path: the record was not looked up during verification;
+    /// [`ReplayTicket::admit`] looks it up, charges the bucket and reserves, in one trip.
+    pub(super) deferred: bool,
+    /// Reserved by [`ReplayTicket::admit`], before any policy ran.
+    pub(super) reserved: Option<Reservation>,
 }
 
 impl ReplayTicket {
+    /// Whether the shared store was not asked yet (the issuance path): then
+    /// [`ReplayTicket::admit`] must run before a policy does.
+    pub fn is_deferred(&self) -> bool {
+        self.deferred && self.store.is_some()
+    }
+
+    /// The issuance path with a shared store, in one round trip: refuses the token if it is
+    /// recorded (charging nothing); else charges one request to `bucket` (identity digest,
+    /// rate, burst), if given, and refuses it over budget (reserving nothing); else reserves
+    /// the token, which [`ReplayTicket::reserve`] then hands to the granting policy.
+    ///
+    /// # Errors
+    /// [`ReplayError::Replayed`], or [`ReplayError::StoreUnavailable`] (the reservation may
+    /// have landed: then the token stays spent, fail closed).
+    pub async fn admit(
+        &mut self,
+        bucket: Option<(&[u8; 32], f64, u32)>,
+    ) -> Result<Option<u64>, ReplayError> {
+        let Some(store) = self.store.as_ref().filter(|_| self.deferred) else {
+            return Ok(None);
+        };
+        let digest = key_of(&self.iss, &self.jti);
+        match store.admit(&digest, self.forget_at, bucket).await {
+            Ok(Admission::Admitted) => {
+                self.deferred = false;
+                self.reserved = Some(Reservation {
+                    held: Some(Held::Shared {
+                        store: Arc::clone(store),
+                        digest,
+                    }),
+                });
+                Ok(None)
+            }
+            Ok(Admission::Limited(seconds)) => Ok(Some(seconds)),
+            Ok(Admission::Replayed) => Err(ReplayError::Replayed),
+            Err(_) => Err(ReplayError::StoreUnavailable),
+        }
+    }
+
+    /// Releases what [`ReplayTicket::admit`] reserved (no policy granted the token): the
+    /// caller may present it again.
+    pub async fn release(&mut self) {
+        if let Some(reservation) = self.reserved.take() {
+            reservation.release().await;
+        }
+    }
+
     /// Reserves the token for the policy that granted it; see [`ReplayCache::reserve`]. With
     /// a shared store: one set-if-absent there, expiring at the same second (no shares).
-    pub async fn reserve(&self, policy: &str, now: u64) -> Result<Reservation, ReplayError> {
+    /// When [`ReplayTicket::admit`] reserved the token already, hands that reservation over.
+    pub async fn reserve(&mut self, policy: &str, now: u64) -> Result<Reservation, ReplayError> {
+        if let Some(reservation) = self.reserved.take() {
+            return Ok(reservation);
+        }
         let Some(store) = &self.store else {
             return self
                 .cache

@@ -37,32 +37,77 @@ const RATE_PREFIX: &str = "tokenvend:rate:";
 
 /// The token bucket of one identity, run atomically on the server: the same arithmetic as the
 /// in-process limiter (`exchange/limits.rs`), with the server's clock, so replicas whose
-/// clocks differ still share one budget. Returns 0 when the request is admitted, else the
-/// whole seconds (at least 1) until one is. The bucket expires once it would have refilled:
-/// a full bucket and no bucket are the same.
-const RATE_SCRIPT: &str = r"
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local tokens = burst
-local state = redis.call('HMGET', KEYS[1], 't', 'u')
-if state[1] and state[2] then
-  local elapsed = math.max(0, now - tonumber(state[2])) / 1000
-  tokens = math.min(burst, tonumber(state[1]) + elapsed * rate)
+/// clocks differ still share one budget. `charge(key, rate, burst)` returns 0 when the request
+/// is admitted, else the whole seconds (at least 1) until one is. The bucket expires once it
+/// would have refilled: a full bucket and no bucket are the same.
+macro_rules! charge_function {
+    () => {
+        r"
+local function charge(key, rate, burst)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local tokens = burst
+  local state = redis.call('HMGET', key, 't', 'u')
+  if state[1] and state[2] then
+    local elapsed = math.max(0, now - tonumber(state[2])) / 1000
+    tokens = math.min(burst, tonumber(state[1]) + elapsed * rate)
+  end
+  local ttl = math.min(math.ceil(burst / rate * 1000) + 1000, 1000000000000)
+  local admitted = tokens >= 1
+  if admitted then
+    tokens = tokens - 1
+  end
+  redis.call('HSET', key, 't', string.format('%.17g', tokens), 'u', string.format('%d', now))
+  redis.call('PEXPIRE', key, ttl)
+  if admitted then
+    return 0
+  end
+  return math.max(1, math.ceil((1 - tokens) / rate))
 end
-local ttl = math.min(math.ceil(burst / rate * 1000) + 1000, 1000000000000)
-local admitted = tokens >= 1
-if admitted then
-  tokens = tokens - 1
+"
+    };
+}
+
+/// One request charged to one bucket: KEYS[1] the bucket, ARGV rate and burst.
+const RATE_SCRIPT: &str = concat!(
+    charge_function!(),
+    "return charge(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
+);
+
+/// A replay-protected issuance in one round trip: KEYS[1] the replay record, ARGV[1] when it
+/// is forgotten (Unix seconds); with the per-identity limit, KEYS[2] the bucket and ARGV[2],
+/// ARGV[3] its rate and burst. A token already recorded is refused before anything is
+/// charged (-1); a request over budget reserves nothing (the seconds to wait); else the token
+/// is recorded (0).
+const ADMIT_SCRIPT: &str = concat!(
+    charge_function!(),
+    r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return -1
 end
-redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'u', string.format('%d', now))
-redis.call('PEXPIRE', KEYS[1], ttl)
-if admitted then
+if #KEYS > 1 then
+  local wait = charge(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]))
+  if wait > 0 then
+    return wait
+  end
+end
+if redis.call('SET', KEYS[1], '1', 'NX', 'EXAT', ARGV[1]) then
   return 0
 end
-return math.max(1, math.ceil((1 - tokens) / rate))
-";
+return -1
+"
+);
+
+/// How [`Store::admit`] answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The token is recorded already: nothing was charged.
+    Replayed,
+    /// Over budget: retry after this many seconds; nothing was recorded.
+    Limited(u64),
+    /// Charged (if a bucket was given) and recorded.
+    Admitted,
+}
 
 /// The `store:` block, validated (the password itself is read when the service starts).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,9 +183,10 @@ pub fn read_password(
 /// One store operation: the `operation` label of the store metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
-    /// Is this token recorded? (verification, before a policy runs)
+    /// Is this token recorded? (verification of dry runs and listings)
     ReplayCheck,
-    /// Record this token, if nobody has (set-if-absent).
+    /// Record this token, if nobody has (set-if-absent); on the issuance path, the one script
+    /// that also checks the record and charges the identity's bucket.
     ReplayReserve,
     /// Forget a reservation whose mint failed.
     ReplayRelease,
@@ -208,6 +254,7 @@ pub struct Store {
     up: AtomicBool,
     metrics: Arc<Metrics>,
     rate_script: redis::Script,
+    admit_script: redis::Script,
     probe: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -276,6 +323,7 @@ impl Store {
             up: AtomicBool::new(false),
             metrics,
             rate_script: redis::Script::new(RATE_SCRIPT),
+            admit_script: redis::Script::new(ADMIT_SCRIPT),
             probe: std::sync::Mutex::new(None),
         });
         // The first contact: a refused password stops the start; no answer does not.
@@ -403,6 +451,47 @@ impl Store {
         .await;
         let wait = self.finish(Operation::RateLimit, started, answer)?;
         Ok((wait > 0).then_some(wait))
+    }
+
+    /// A replay-protected issuance in one round trip: refuses the token with this replay
+    /// digest if it is recorded; else charges one request to `bucket` (identity digest, rate,
+    /// burst), if given, and refuses it over budget; else records the token until
+    /// `forget_at` (Unix seconds). Counted as a `replay_reserve` operation.
+    ///
+    /// # Errors
+    /// The store is down or did not answer in time; the record may have landed all the same,
+    /// and then the token stays spent (fail closed).
+    pub async fn admit(
+        &self,
+        digest: &[u8; 32],
+        forget_at: u64,
+        bucket: Option<(&[u8; 32], f64, u32)>,
+    ) -> Result<Admission, StoreUnavailable> {
+        if !self.is_up() {
+            self.record(Operation::ReplayReserve, OpResult::Skipped, Instant::now());
+            return Err(StoreUnavailable);
+        }
+        let started = Instant::now();
+        let mut invocation = self.admit_script.key(key(REPLAY_PREFIX, digest));
+        invocation.arg(forget_at);
+        if let Some((identity, rate, burst)) = bucket {
+            invocation
+                .key(key(RATE_PREFIX, identity))
+                .arg(rate)
+                .arg(burst);
+        }
+        let mut connection = self.connection.clone();
+        let answer = tokio::time::timeout(
+            self.timeout,
+            invocation.invoke_async::<i64>(&mut connection),
+        )
+        .await;
+        let answer = self.finish(Operation::ReplayReserve, started, answer)?;
+        Ok(match u64::try_from(answer) {
+            Ok(0) => Admission::Admitted,
+            Ok(wait) => Admission::Limited(wait),
+            Err(_) => Admission::Replayed,
+        })
     }
 
     async fn run<T: redis::FromRedisValue>(
