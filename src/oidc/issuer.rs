@@ -310,7 +310,7 @@ mod tests {
         // Far from the wall clock: the verifier's clock alone decides.
         let exp = 4_000_000_000;
         let raw = token(&key, exp);
-        let first = verifier.verify(&raw, exp - 300).await.unwrap();
+        let mut first = verifier.verify(&raw, exp - 300).await.unwrap();
         first
             .reserve("deploy", exp - 300)
             .await
