@@ -842,3 +842,35 @@ async fn a_replay_protected_exchange_costs_one_store_round_trip_and_a_denial_spe
     assert_eq!(serve.status(&token).await, 200, "a retry is not a replay");
     assert_eq!(serve.status(&token).await, 401, "and only once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_token_is_not_charged_and_a_rate_limited_one_is_not_recorded() {
+    let redis = RedisServer::start();
+    let upstreams = Upstreams::start().await;
+    let config = upstreams.config(&store_block(&redis, ""));
+    let dir = TempDir::new("one-trip-order");
+    let mut command = Serve::command(&dir, &upstreams, &config);
+    // A budget of 2 that refills once in 1000 s; every token names the same subject.
+    command.args(["--rate-limit", "0.001", "--rate-limit-burst", "2"]);
+    let serve = Serve::start(command);
+    let first = upstreams.id_token();
+    assert_eq!(serve.status(&first).await, 200);
+    assert_eq!(serve.status(&first).await, 401, "replayed, and not charged");
+    assert_eq!(
+        serve.status(&upstreams.id_token()).await,
+        200,
+        "the budget's second"
+    );
+    let limited = upstreams.id_token();
+    assert_eq!(serve.status(&limited).await, 429);
+    assert_eq!(
+        redis.keys("tokenvend:replay:").len(),
+        2,
+        "the 429 recorded nothing"
+    );
+    assert_eq!(
+        serve.status(&limited).await,
+        429,
+        "still over budget, not a replay"
+    );
+}
