@@ -209,7 +209,7 @@ impl ReplayTicket {
     /// Whether the shared store was not asked yet (the issuance path): then
     /// [`ReplayTicket::admit`] must run before a policy does.
     pub fn is_deferred(&self) -> bool {
-        self.deferred && self.store.is_some()
+        self.deferred
     }
 
     /// The issuance path with a shared store, in one round trip: refuses the token if it is
@@ -254,29 +254,18 @@ impl ReplayTicket {
     }
 
     /// Reserves the token for the policy that granted it; see [`ReplayCache::reserve`]. With
-    /// a shared store: one set-if-absent there, expiring at the same second (no shares).
-    /// When [`ReplayTicket::admit`] reserved the token already, hands that reservation over.
+    /// a shared store the reservation was made by [`ReplayTicket::admit`] before any policy
+    /// ran (the exchange admits every issuance), and is handed over here.
     pub async fn reserve(&mut self, policy: &str, now: u64) -> Result<Reservation, ReplayError> {
         if let Some(reservation) = self.reserved.take() {
             return Ok(reservation);
         }
-        let Some(store) = &self.store else {
-            return self
-                .cache
-                .reserve(&self.iss, &self.jti, policy, self.forget_at, now);
-        };
-        let digest = key_of(&self.iss, &self.jti);
-        match store.replay_reserve(&digest, self.forget_at).await {
-            Ok(true) => Ok(Reservation {
-                held: Some(Held::Shared {
-                    store: Arc::clone(store),
-                    digest,
-                }),
-            }),
-            Ok(false) => Err(ReplayError::Replayed),
-            // The write may have landed: then the token stays spent (fail closed).
-            Err(_) => Err(ReplayError::StoreUnavailable),
+        if self.store.is_some() {
+            // Not admitted through the store: refuse rather than record in this replica only.
+            return Err(ReplayError::StoreUnavailable);
         }
+        self.cache
+            .reserve(&self.iss, &self.jti, policy, self.forget_at, now)
     }
 }
 

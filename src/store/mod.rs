@@ -395,24 +395,6 @@ impl Store {
         Ok(count > 0)
     }
 
-    /// Records the token with this digest until `forget_at` (Unix seconds), unless it is
-    /// recorded already: `Ok(true)` when this call recorded it.
-    ///
-    /// # Errors
-    /// The store is down or did not answer in time; the write may have landed all the same,
-    /// and then the token stays spent (fail closed).
-    pub async fn replay_reserve(
-        &self,
-        digest: &[u8; 32],
-        forget_at: u64,
-    ) -> Result<bool, StoreUnavailable> {
-        let key = key(REPLAY_PREFIX, digest);
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(&key).arg(1).arg("NX").arg("EXAT").arg(forget_at);
-        let set: Option<String> = self.run(Operation::ReplayReserve, &cmd).await?;
-        Ok(set.is_some())
-    }
-
     /// Forgets a reservation (its mint failed: the caller may retry).
     ///
     /// # Errors
