@@ -22,7 +22,7 @@ async fn post_format(app: &TestApp, format: &str) -> reqwest::Response {
 }
 
 /// `kubectl --kubeconfig FILE auth whoami`, its stdout, and whether it succeeded.
-async fn kubectl_whoami(kubeconfig: PathBuf, home: PathBuf) -> (bool, String) {
+pub(crate) async fn kubectl_whoami(kubeconfig: PathBuf, home: PathBuf) -> (bool, String) {
     tokio::task::spawn_blocking(move || {
         let mut kubectl = tool("kubectl");
         let output = private_home(&mut kubectl, &home)

@@ -17,7 +17,7 @@ use test_support::app::{
     CONFIG, REVOCABLE_POLICY, TestApp, assert_error, release_claims, sample, spawn_app_with,
     webapp_claims,
 };
-use test_support::sandbox::{TempDir, private_home, tool};
+use test_support::sandbox::TempDir;
 
 const RELEASER: &str = "system:serviceaccount:production:releaser";
 const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
@@ -68,30 +68,7 @@ fn name_of(secret: &Secret) -> String {
 async fn kubectl_whoami(app: &TestApp, dir: &TempDir, token: &str) -> (bool, String) {
     let kubeconfig: PathBuf = dir.join("config");
     std::fs::write(&kubeconfig, app.apiserver().kubeconfig(token)).unwrap();
-    let home = dir.home();
-    tokio::task::spawn_blocking(move || {
-        let mut kubectl = tool("kubectl");
-        let output = private_home(&mut kubectl, &home)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args([
-                "auth",
-                "whoami",
-                "-o",
-                "jsonpath={.status.userInfo.username}",
-            ])
-            .env_remove("KUBECONFIG")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), text)
-    })
-    .await
-    .unwrap()
+    crate::formats::kubectl_whoami(kubeconfig, dir.home()).await
 }
 
 /// Waits (at most `within`) until `check` holds.
