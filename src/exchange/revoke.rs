@@ -252,23 +252,19 @@ impl Exchange {
             "system:serviceaccount:{}:{}",
             named.binding.namespace, named.service_account
         );
-        let username = match review {
-            Review::Authenticated { username } if username == expected => username,
+        match review {
+            Review::Authenticated { username } if username == expected => {}
             Review::Authenticated { .. } => {
                 tracing::warn!(binding = %named.binding, "a reviewed token authenticates as another account than its claims name; nothing revoked");
                 return Ok(Revoked::Nothing(NotRevoked::Unauthenticated));
             }
             Review::Unauthenticated => return Ok(Revoked::Nothing(NotRevoked::Unauthenticated)),
-        };
-        // The service account the API server authenticated, not the claims' word for it.
-        let Some((reviewed_namespace, reviewed_name)) = username
-            .strip_prefix("system:serviceaccount:")
-            .and_then(|account| account.split_once(':'))
-        else {
-            return Ok(Revoked::Nothing(NotRevoked::Unauthenticated));
-        };
-        let service_account =
-            crate::k8s::binding::service_account_digest(reviewed_namespace, reviewed_name);
+        }
+        // The account the API server authenticated: equal to the claims' (checked above).
+        let service_account = crate::k8s::binding::service_account_digest(
+            &named.binding.namespace,
+            &named.service_account,
+        );
         let deleted = match self.bindings.revoke(&named.binding, &service_account).await {
             Ok(deleted) => deleted,
             // Only an error a retry can mend is the caller's business (503 + Retry-After).
